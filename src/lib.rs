@@ -1,0 +1,20 @@
+//! `uvloop.loop`: the native core of a drop-in replacement for asyncio's event loop.
+
+mod clock;
+mod gil;
+mod handles;
+mod loop_;
+mod python;
+mod uv;
+
+use pyo3::prelude::*;
+
+/// State is shared under the GIL (see `gil`), so the module declares that it needs it.
+#[pymodule(gil_used = true)]
+#[pyo3(name = "loop")]
+fn uvloop_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<loop_::Loop>()?;
+    module.add_class::<handles::Handle>()?;
+    module.add_class::<handles::TimerHandle>()?;
+    Ok(())
+}

@@ -1,0 +1,631 @@
+//! The native core of the event loop: the `uvloop.loop.Loop` base class.
+//!
+//! Python's `uvloop.Loop` derives from this class and from `asyncio.AbstractEventLoop`; the
+//! per-callback paths (scheduling, timers, running handles, fd watchers) live here, the per-run
+//! paths (run_forever's set-up, executors, signals, exception handlers) in Python.
+
+mod run;
+mod selector;
+mod timer_heap;
+
+use std::collections::VecDeque;
+use std::os::raw::c_int;
+
+use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::PyClassInitializer;
+use pyo3::types::{PyDict, PyInt, PyTuple};
+
+use crate::clock;
+use crate::gil::{GilCell, GilRefCell};
+use crate::handles::{Handle, TimerHandle};
+use crate::python;
+use crate::uv::event_loop::{release_gil_before_poll, UvLoop};
+use crate::uv::handle::Handle as UvHandle;
+use crate::uv::sys;
+
+use selector::{Selector, Side};
+use timer_heap::TimerHeap;
+
+/// The libuv handles every loop has: the wake-up for other threads, the timer that bounds the
+/// blocking wait, and the prepare hook that releases the GIL before that wait.
+struct InternalHandles {
+    wakeup: UvHandle<sys::uv_async_t, ()>,
+    timer: UvHandle<sys::uv_timer_t, ()>,
+    prepare: UvHandle<sys::uv_prepare_t, ()>,
+}
+
+/// The add_reader/add_writer state: the epoll set and the libuv poll that watches it.
+struct Watchers {
+    selector: Selector,
+    poll: UvHandle<sys::uv_poll_t, ()>,
+}
+
+#[pyclass(frozen, subclass, weakref, module = "uvloop.loop", name = "Loop")]
+pub struct Loop {
+    /// Callbacks to run in the next iteration, in order.
+    ready: GilRefCell<VecDeque<Py<Handle>>>,
+    timers: GilRefCell<TimerHeap<Py<TimerHandle>>>,
+    /// Cancelled timers still in the heap, as asyncio's `_timer_cancelled_count`.
+    timer_cancelled_count: GilCell<usize>,
+    closed: GilCell<bool>,
+    stopping: GilCell<bool>,
+    /// `threading.get_ident()` of the thread running the loop, None when not running.
+    thread_id: GilCell<Option<u64>>,
+    debug: GilCell<bool>,
+    slow_callback_duration: GilCell<f64>,
+    /// The handle being run, kept in debug mode for the default exception handler.
+    current_handle: GilRefCell<Option<Py<Handle>>>,
+    task_factory: GilRefCell<Option<Py<PyAny>>>,
+    /// A KeyboardInterrupt/SystemExit (or panic) raised inside a libuv callback, re-raised by
+    /// the running `run_forever` once libuv returns.
+    pending_error: GilRefCell<Option<PyErr>>,
+    /// When libuv last polled for I/O (see `run::POLL_INTERVAL`).
+    last_poll: GilCell<f64>,
+    /// Created on the first add_reader/add_writer.
+    watchers: GilRefCell<Option<Watchers>>,
+    /// None once the loop is closed.
+    internal: GilRefCell<Option<InternalHandles>>,
+    /// Declared last: dropped after every handle above, so their close callbacks still have a
+    /// loop to run on.
+    uv: UvLoop,
+}
+
+unsafe extern "C" fn ignore_async(_handle: *mut sys::uv_async_t) {}
+
+impl Loop {
+    pub fn debug(&self, py: Python<'_>) -> bool {
+        self.debug.get(py)
+    }
+
+    fn check_closed(&self, py: Python<'_>) -> PyResult<()> {
+        if self.closed.get(py) {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        Ok(())
+    }
+
+    /// asyncio's debug-mode `_check_thread`.
+    fn check_thread(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(owner) = self.thread_id.get(py) {
+            // SAFETY: plain C call with no preconditions.
+            let current = u64::from(unsafe { ffi::PyThread_get_thread_ident() });
+            if current != owner {
+                return Err(PyRuntimeError::new_err(
+                    "Non-thread-safe operation invoked on an event loop other than the current one",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Handle> {
+        let py = slf.py();
+        Handle::new(
+            py,
+            callback.unbind(),
+            args.unbind(),
+            context.map(Bound::unbind),
+            slf.clone().unbind(),
+            slf.get().debug.get(py),
+        )
+    }
+
+    fn schedule(&self, py: Python<'_>, handle: Py<Handle>) {
+        self.ready.borrow_mut(py).push_back(handle);
+    }
+
+    fn wake(&self, py: Python<'_>) {
+        if let Some(internal) = &*self.internal.borrow(py) {
+            // SAFETY: the async handle is open (internal is Some until close, which needs the GIL
+            // we hold); uv_async_send may be called from any thread.
+            unsafe { sys::uv_async_send(internal.wakeup.as_ptr()) };
+        }
+    }
+
+    /// Called by `TimerHandle.cancel` before it marks itself cancelled.
+    pub fn timer_handle_cancelled(&self, py: Python<'_>, timer: &TimerHandle) {
+        if timer.is_scheduled(py) {
+            let count = self.timer_cancelled_count.get(py);
+            self.timer_cancelled_count.set(py, count + 1);
+        }
+    }
+
+    fn schedule_timer(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed(py)?;
+        if this.debug.get(py) {
+            this.check_thread(py)?;
+            python::check_callback(py, &callback, "call_at")?;
+        }
+        let handle = Self::new_handle(slf, callback, args, context)?;
+        let init = PyClassInitializer::from(handle).add_subclass(TimerHandle::new(when));
+        let timer = Py::new(py, init)?;
+        this.timers.borrow_mut(py).push(when, timer.clone_ref(py));
+        Ok(timer)
+    }
+
+    /// Converts what add_reader & co. accept to an fd, as `selectors._fileobj_to_fd` does.
+    fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<c_int> {
+        let py = fileobj.py();
+        let fd = if fileobj.is_instance_of::<PyInt>() {
+            fileobj.clone()
+        } else {
+            let fileno = fileobj
+                .call_method0(pyo3::intern!(py, "fileno"))
+                .and_then(|fileno| py.get_type::<PyInt>().call1((fileno,)));
+            match fileno {
+                Ok(fd) => fd,
+                Err(err)
+                    if err.is_instance_of::<PyAttributeError>(py)
+                        || err.is_instance_of::<PyTypeError>(py)
+                        || err.is_instance_of::<PyValueError>(py) =>
+                {
+                    return Err(PyValueError::new_err(format!(
+                        "Invalid file object: {}",
+                        fileobj.repr()?
+                    )));
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        if fd.lt(0)? {
+            return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+        }
+        fd.extract()
+    }
+
+    fn add_watcher(
+        slf: &Bound<'_, Self>,
+        fileobj: &Bound<'_, PyAny>,
+        side: Side,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let fd = Self::fileobj_to_fd(fileobj)?;
+        this.check_closed(py)?;
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
+        this.ensure_watchers(py)?;
+        let replaced = {
+            let mut watchers = this.watchers.borrow_mut(py);
+            let Some(watchers) = watchers.as_mut() else {
+                return Err(PyRuntimeError::new_err("Event loop is closed"));
+            };
+            watchers
+                .selector
+                .add(fd, fileobj.clone().unbind(), side, handle)?
+        };
+        if let Some(old) = replaced {
+            Handle::cancel_handle(old.bind(py))?;
+        }
+        Ok(())
+    }
+
+    fn remove_watcher(slf: &Bound<'_, Self>, fileobj: &Bound<'_, PyAny>, side: Side) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let fd = Self::fileobj_to_fd(fileobj)?;
+        if this.closed.get(py) {
+            return Ok(false);
+        }
+        let (removed, fileobj) = match this.watchers.borrow_mut(py).as_mut() {
+            Some(watchers) => watchers.selector.remove(fd, side),
+            None => (None, None),
+        };
+        drop(fileobj);
+        match removed {
+            Some(handle) => {
+                Handle::cancel_handle(handle.bind(py))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn ensure_watchers(&self, py: Python<'_>) -> PyResult<()> {
+        if self.watchers.borrow(py).is_some() {
+            return Ok(());
+        }
+        let selector = Selector::new()?;
+        let fd = selector.fd();
+        let poll = UvHandle::new(&self.uv, (), |uv_loop, raw| {
+            // SAFETY: `raw` is a zeroed uv_poll_t in stable memory; `fd` is our epoll fd.
+            unsafe { sys::uv_poll_init(uv_loop, raw, fd) }
+        })?;
+        // SAFETY: the poll handle was just initialised and is open.
+        let status = unsafe {
+            sys::uv_poll_start(
+                poll.as_ptr(),
+                sys::uv_poll_event_UV_READABLE as c_int,
+                Some(run::on_selector_ready),
+            )
+        };
+        crate::uv::event_loop::status(status)?;
+        *self.watchers.borrow_mut(py) = Some(Watchers { selector, poll });
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Loop {
+    #[new]
+    fn py_new() -> PyResult<Self> {
+        let uv = UvLoop::new()?;
+        let wakeup = UvHandle::new(&uv, (), |uv_loop, raw| {
+            // SAFETY: `raw` is a zeroed uv_async_t in stable memory owned by the new handle.
+            unsafe { sys::uv_async_init(uv_loop, raw, Some(ignore_async)) }
+        })?;
+        let timer = UvHandle::new(&uv, (), |uv_loop, raw| {
+            // SAFETY: as above, for a uv_timer_t.
+            unsafe { sys::uv_timer_init(uv_loop, raw) }
+        })?;
+        let prepare = UvHandle::new(&uv, (), |uv_loop, raw| {
+            // SAFETY: as above, for a uv_prepare_t.
+            unsafe { sys::uv_prepare_init(uv_loop, raw) }
+        })?;
+        // SAFETY: the prepare handle is initialised and open; the callback only touches the
+        // LoopBox of this loop.
+        crate::uv::event_loop::status(unsafe {
+            sys::uv_prepare_start(prepare.as_ptr(), Some(release_gil_before_poll))
+        })?;
+        // The prepare hook alone must not keep the loop alive.
+        // SAFETY: open handle.
+        unsafe { sys::uv_unref(prepare.as_ptr().cast()) };
+        Ok(Self {
+            ready: GilRefCell::new(VecDeque::new()),
+            timers: GilRefCell::new(TimerHeap::default()),
+            timer_cancelled_count: GilCell::new(0),
+            closed: GilCell::new(false),
+            stopping: GilCell::new(false),
+            thread_id: GilCell::new(None),
+            debug: GilCell::new(false),
+            slow_callback_duration: GilCell::new(0.1),
+            current_handle: GilRefCell::new(None),
+            task_factory: GilRefCell::new(None),
+            pending_error: GilRefCell::new(None),
+            last_poll: GilCell::new(0.0),
+            watchers: GilRefCell::new(None),
+            internal: GilRefCell::new(Some(InternalHandles {
+                wakeup,
+                timer,
+                prepare,
+            })),
+            uv,
+        })
+    }
+
+    /// `time.monotonic()`.
+    fn time(&self) -> f64 {
+        clock::monotonic()
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed(py)?;
+        if this.debug.get(py) {
+            this.check_thread(py)?;
+            python::check_callback(py, &callback, "call_soon")?;
+        }
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        this.schedule(py, handle.clone_ref(py));
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed(py)?;
+        if this.debug.get(py) {
+            python::check_callback(py, &callback, "call_soon_threadsafe")?;
+        }
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        // The GIL serialises this with the loop thread, which only reads the queue while holding
+        // it; the wake-up ends a blocking wait that may have started before the push.
+        this.schedule(py, handle.clone_ref(py));
+        this.wake(py);
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        // `self.time() + delay`, with Python's rules for what may be added to a float.
+        let when: f64 = delay.add(clock::monotonic())?.extract()?;
+        Self::schedule_timer(slf, when, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() {
+            // 3.12 made this a TypeError; before, TimerHandle asserted it.
+            #[cfg(Py_3_12)]
+            return Err(PyTypeError::new_err("when cannot be None"));
+            #[cfg(not(Py_3_12))]
+            return Err(pyo3::exceptions::PyAssertionError::new_err(()));
+        }
+        let when: f64 = when.extract()?;
+        Self::schedule_timer(slf, when, callback, args, context)
+    }
+
+    fn _timer_handle_cancelled(&self, py: Python<'_>, handle: &Bound<'_, TimerHandle>) {
+        self.timer_handle_cancelled(py, handle.get());
+    }
+
+    fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(pyo3::intern!(py, "loop"), slf)?;
+        Ok(python::future_type(py)?.call((), Some(&kwargs))?.unbind())
+    }
+
+    #[cfg(not(Py_3_11))]
+    #[pyo3(signature = (coro, *, name=None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        run::create_task(slf, coro, name, None, None)
+    }
+
+    #[cfg(all(Py_3_11, not(Py_3_12)))]
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        run::create_task(slf, coro, name, context, None)
+    }
+
+    #[cfg(Py_3_12)]
+    #[pyo3(signature = (coro, *, name=None, context=None, eager_start=None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        name: Option<&Bound<'_, PyAny>>,
+        context: Option<&Bound<'_, PyAny>>,
+        eager_start: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        run::create_task(slf, coro, name, context, eager_start)
+    }
+
+    fn set_task_factory(&self, py: Python<'_>, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        if let Some(factory) = &factory {
+            if !factory.is_callable() {
+                return Err(PyTypeError::new_err("task factory must be a callable or None"));
+            }
+        }
+        let old = self.task_factory.replace(py, factory.map(Bound::unbind));
+        drop(old);
+        Ok(())
+    }
+
+    fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory.borrow(py).as_ref().map(|f| f.clone_ref(py))
+    }
+
+    fn get_debug(&self, py: Python<'_>) -> bool {
+        self.debug.get(py)
+    }
+
+    #[getter(_debug)]
+    fn get_debug_attr(&self, py: Python<'_>) -> bool {
+        self.debug.get(py)
+    }
+
+    #[setter(_debug)]
+    fn set_debug_attr(&self, py: Python<'_>, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug.set(py, enabled.is_truthy()?);
+        Ok(())
+    }
+
+    #[getter]
+    fn get_slow_callback_duration(&self, py: Python<'_>) -> f64 {
+        self.slow_callback_duration.get(py)
+    }
+
+    #[setter]
+    fn set_slow_callback_duration(&self, py: Python<'_>, seconds: f64) {
+        self.slow_callback_duration.set(py, seconds);
+    }
+
+    #[getter]
+    fn _current_handle(&self, py: Python<'_>) -> Option<Py<Handle>> {
+        self.current_handle.borrow(py).as_ref().map(|h| h.clone_ref(py))
+    }
+
+    fn is_running(&self, py: Python<'_>) -> bool {
+        self.thread_id.get(py).is_some()
+    }
+
+    fn is_closed(&self, py: Python<'_>) -> bool {
+        self.closed.get(py)
+    }
+
+    #[getter]
+    fn _closed(&self, py: Python<'_>) -> bool {
+        self.closed.get(py)
+    }
+
+    #[getter]
+    fn _stopping(&self, py: Python<'_>) -> bool {
+        self.stopping.get(py)
+    }
+
+    #[setter]
+    fn set__stopping(&self, py: Python<'_>, value: bool) {
+        self.stopping.set(py, value);
+    }
+
+    #[getter]
+    fn _thread_id(&self, py: Python<'_>) -> Option<u64> {
+        self.thread_id.get(py)
+    }
+
+    #[setter]
+    fn set__thread_id(&self, py: Python<'_>, value: Option<u64>) {
+        self.thread_id.set(py, value);
+    }
+
+    fn stop(&self, py: Python<'_>) {
+        self.stopping.set(py, true);
+    }
+
+    fn _check_closed(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_closed(py)
+    }
+
+    /// Wakes the loop from another thread (asyncio's name for it).
+    fn _write_to_self(&self, py: Python<'_>) {
+        self.wake(py);
+    }
+
+    /// Runs iterations until `stop()`; the body of `run_forever` once it is set up.
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        run::run_forever(slf)
+    }
+
+    /// The native half of `close()`: drops queued work and releases every libuv resource.
+    fn _close(&self, py: Python<'_>) {
+        if self.closed.get(py) {
+            return;
+        }
+        self.closed.set(py, true);
+        run::release_all(self, py);
+    }
+
+    /// A handle for `callback(*args)` that is not scheduled (signal handlers reuse one).
+    fn _new_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Py::new(slf.py(), Self::new_handle(slf, callback, args, None)?)
+    }
+
+    /// Schedules an existing handle and wakes the loop (signal delivery).
+    fn _add_callback_signalsafe(&self, py: Python<'_>, handle: Py<Handle>) {
+        if !handle.get().is_cancelled(py) {
+            self.schedule(py, handle);
+        }
+        self.wake(py);
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::add_watcher(slf, fd, Side::Reader, callback, args)
+    }
+
+    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_watcher(slf, fd, Side::Reader)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::add_watcher(slf, fd, Side::Writer, callback, args)
+    }
+
+    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_watcher(slf, fd, Side::Writer)
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        // SAFETY: tp_traverse runs with the GIL held by the collector.
+        let py = unsafe { Python::assume_attached() };
+        if let Some(ready) = self.ready.try_borrow(py) {
+            for handle in ready.iter() {
+                visit.call(handle)?;
+            }
+        }
+        if let Some(timers) = self.timers.try_borrow(py) {
+            for timer in timers.iter() {
+                visit.call(timer)?;
+            }
+        }
+        if let Some(watchers) = self.watchers.try_borrow(py) {
+            if let Some(watchers) = &*watchers {
+                for handle in watchers.selector.handles() {
+                    visit.call(handle)?;
+                }
+                for fileobj in watchers.selector.fileobjs() {
+                    visit.call(fileobj)?;
+                }
+            }
+        }
+        for cell in [&self.task_factory] {
+            if let Some(obj) = cell.try_borrow(py) {
+                if let Some(obj) = &*obj {
+                    visit.call(obj)?;
+                }
+            }
+        }
+        if let Some(current) = self.current_handle.try_borrow(py) {
+            if let Some(current) = &*current {
+                visit.call(current)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        // SAFETY: tp_clear runs with the GIL held by the collector.
+        let py = unsafe { Python::assume_attached() };
+        run::drop_queued(self, py);
+        drop(self.task_factory.take(py));
+        drop(self.current_handle.take(py));
+    }
+}

@@ -1,0 +1,350 @@
+//! Running the loop: asyncio's `_run_once` on top of libuv, and what surrounds it.
+//!
+//! One iteration: drop cancelled timers at the head of the heap, let libuv poll for I/O
+//! (blocking only when nothing is ready), move expired timers to the ready queue, then run exactly
+//! the callbacks that were ready when the batch started.
+
+use std::any::Any;
+use std::os::raw::{c_int, c_void};
+
+use pyo3::ffi;
+use pyo3::panic::PanicException;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::Loop;
+use crate::clock;
+use crate::handles::{Handle, Outcome};
+use crate::python;
+use crate::uv::event_loop::{guard_callback, owner_of, RunMode, RUN_NOWAIT, RUN_ONCE};
+use crate::uv::sys;
+
+/// While callbacks keep the ready queue busy, libuv is asked for I/O at most this often; each
+/// poll is a system call, and asyncio's order of I/O against ready callbacks is unaffected (I/O
+/// found by a poll still joins the end of the queue).
+const POLL_INTERVAL: f64 = 50e-6;
+
+/// asyncio's `_MIN_SCHEDULED_TIMER_HANDLES` and `_MIN_CANCELLED_TIMER_HANDLES_FRACTION`.
+const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
+const MIN_CANCELLED_TIMER_HANDLES_FRACTION: f64 = 0.5;
+
+/// `time.get_clock_info('monotonic').resolution` on Linux.
+const CLOCK_RESOLUTION: f64 = 1e-9;
+
+/// asyncio's `MAXIMUM_SELECT_TIMEOUT`, in milliseconds.
+const MAXIMUM_WAIT_MS: u64 = 24 * 3600 * 1000;
+
+pub fn run_forever(slf: &Bound<'_, Loop>) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    let result = loop {
+        if let Err(err) = run_once(slf) {
+            break Err(err);
+        }
+        if this.stopping.get(py) {
+            break Ok(());
+        }
+    };
+    this.stopping.set(py, false);
+    result
+}
+
+fn run_once(slf: &Bound<'_, Loop>) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    purge_cancelled_timers(this, py);
+    let mut now = clock::monotonic();
+    if this.ready.borrow(py).is_empty() && !this.stopping.get(py) {
+        arm_timer(this, py, now);
+        poll(slf, RUN_ONCE)?;
+        now = clock::monotonic();
+        this.last_poll.set(py, now);
+    } else if now - this.last_poll.get(py) >= POLL_INTERVAL {
+        poll(slf, RUN_NOWAIT)?;
+        now = clock::monotonic();
+        this.last_poll.set(py, now);
+    }
+    expire_timers(this, py, now);
+    run_ready(slf)
+}
+
+/// Lets libuv run its callbacks; RUN_ONCE may block (with the GIL released) until I/O, a
+/// wake-up from another thread, or the timer armed for the earliest deadline.
+fn poll(slf: &Bound<'_, Loop>, mode: RunMode) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    if this.uv.is_closed() {
+        return Ok(());
+    }
+    this.uv.set_owner(slf.as_ptr() as *const c_void);
+    let outcome = this.uv.run(py, mode);
+    if let Err(payload) = outcome {
+        return Err(panic_to_pyerr(payload));
+    }
+    if let Some(err) = this.pending_error.take(py) {
+        return Err(err);
+    }
+    if mode == RUN_ONCE {
+        // A signal that arrived during the wait: its Python-level handler runs now (the default
+        // SIGINT handler raises KeyboardInterrupt here, as it does out of asyncio's select()).
+        py.check_signals()?;
+    }
+    Ok(())
+}
+
+fn panic_to_pyerr(payload: Box<dyn Any + Send>) -> PyErr {
+    let message = if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic in a libuv callback".to_owned()
+    };
+    PanicException::new_err(message)
+}
+
+unsafe extern "C" fn ignore_timer(_handle: *mut sys::uv_timer_t) {}
+
+/// Points libuv's timer at the earliest deadline so the blocking wait ends in time for it.
+fn arm_timer(this: &Loop, py: Python<'_>, now: f64) {
+    let earliest = this.timers.borrow(py).peek().map(|(when, _)| when);
+    let internal = this.internal.borrow(py);
+    let Some(internal) = internal.as_ref() else {
+        return;
+    };
+    let timer = internal.timer.as_ptr();
+    match earliest {
+        Some(when) => {
+            // Rounded up: waking a little late is harmless, waking early costs a spin.
+            let millis = ((when - now) * 1000.0).ceil();
+            let millis = if millis > 0.0 {
+                (millis as u64).min(MAXIMUM_WAIT_MS)
+            } else {
+                0
+            };
+            // libuv measures the timeout from its cached clock, which is stale after running
+            // callbacks.
+            this.uv.update_time();
+            // SAFETY: the timer handle is open (internal is Some) and belongs to this loop.
+            unsafe { sys::uv_timer_start(timer, Some(ignore_timer), millis, 0) };
+        }
+        None => {
+            // SAFETY: as above; stopping an inactive timer is a no-op.
+            unsafe { sys::uv_timer_stop(timer) };
+        }
+    }
+}
+
+/// asyncio's clean-up of cancelled timers: a full rebuild when they are more than half of many,
+/// otherwise just the ones at the head.
+fn purge_cancelled_timers(this: &Loop, py: Python<'_>) {
+    let cancelled = this.timer_cancelled_count.get(py);
+    if cancelled == 0 {
+        return;
+    }
+    let mut removed = Vec::new();
+    {
+        let mut timers = this.timers.borrow_mut(py);
+        let count = timers.len();
+        if count > MIN_SCHEDULED_TIMER_HANDLES
+            && cancelled as f64 / count as f64 > MIN_CANCELLED_TIMER_HANDLES_FRACTION
+        {
+            timers.retain_and_heapify(
+                |timer| !timer.bind(py).as_super().get().is_cancelled(py),
+                |timer| removed.push(timer),
+            );
+            this.timer_cancelled_count.set(py, 0);
+        } else {
+            while let Some((_, head)) = timers.peek() {
+                if !head.bind(py).as_super().get().is_cancelled(py) {
+                    break;
+                }
+                let count = this.timer_cancelled_count.get(py);
+                this.timer_cancelled_count.set(py, count.saturating_sub(1));
+                if let Some((_, timer)) = timers.pop() {
+                    removed.push(timer);
+                }
+            }
+        }
+    }
+    for timer in &removed {
+        timer.get().set_scheduled(py, false);
+    }
+    // Dropped here, outside the borrow: a finalizer may call back into the loop.
+    drop(removed);
+}
+
+/// Moves every timer whose deadline has come to the ready queue (cancelled ones too; they are
+/// skipped when their turn comes, as in asyncio).
+fn expire_timers(this: &Loop, py: Python<'_>, now: f64) {
+    let end_time = now + CLOCK_RESOLUTION;
+    loop {
+        let expired = {
+            let mut timers = this.timers.borrow_mut(py);
+            match timers.peek() {
+                // Written as asyncio writes it, so a NaN deadline counts as due.
+                Some((when, _)) if !(when >= end_time) => timers.pop(),
+                _ => None,
+            }
+        };
+        let Some((_, timer)) = expired else {
+            break;
+        };
+        timer.get().set_scheduled(py, false);
+        let handle = timer.into_bound(py).into_super().unbind();
+        this.schedule(py, handle);
+    }
+}
+
+/// Runs the callbacks that are ready now; those they schedule wait for the next iteration.
+fn run_ready(slf: &Bound<'_, Loop>) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    let batch = this.ready.borrow(py).len();
+    for _ in 0..batch {
+        let Some(handle) = this.ready.borrow_mut(py).pop_front() else {
+            break;
+        };
+        let handle = handle.into_bound(py);
+        if handle.get().is_cancelled(py) {
+            continue;
+        }
+        let outcome = if this.debug.get(py) {
+            run_timed(this, &handle)
+        } else {
+            Handle::run(&handle)
+        };
+        if let Outcome::Escape(err) = outcome {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Debug mode: remember the running handle and warn about slow callbacks.
+fn run_timed(this: &Loop, handle: &Bound<'_, Handle>) -> Outcome {
+    let py = handle.py();
+    let previous = this
+        .current_handle
+        .replace(py, Some(handle.clone().unbind()));
+    drop(previous);
+    let started = clock::monotonic();
+    let mut outcome = Handle::run(handle);
+    let elapsed = clock::monotonic() - started;
+    if matches!(outcome, Outcome::Done) && elapsed >= this.slow_callback_duration.get(py) {
+        if let Err(err) = python::warn_slow_callback(py, handle.as_any(), elapsed) {
+            outcome = Outcome::Escape(err);
+        }
+    }
+    drop(this.current_handle.take(py));
+    outcome
+}
+
+/// libuv saw the epoll set of add_reader/add_writer fds become ready.
+pub unsafe extern "C" fn on_selector_ready(
+    handle: *mut sys::uv_poll_t,
+    _status: c_int,
+    _events: c_int,
+) {
+    // SAFETY: libuv passes the live poll handle of a loop made by UvLoop::new, on its thread.
+    unsafe {
+        let uv_loop = (*handle).loop_;
+        guard_callback(uv_loop, |py| {
+            let owner = owner_of(uv_loop) as *mut ffi::PyObject;
+            if owner.is_null() {
+                return;
+            }
+            // SAFETY: the owner is the Loop object whose `poll` is running uv_run right now,
+            // so it is alive and of type Loop.
+            let slf = Borrowed::from_ptr(py, owner).cast_unchecked::<Loop>();
+            dispatch_selector_events(slf.get(), py);
+        });
+    }
+}
+
+fn dispatch_selector_events(this: &Loop, py: Python<'_>) {
+    let (ready, cancelled) = match this.watchers.borrow_mut(py).as_mut() {
+        Some(watchers) => watchers.selector.collect(py),
+        None => return,
+    };
+    for handle in ready {
+        this.schedule(py, handle);
+    }
+    for (fd, side) in cancelled {
+        let removed = match this.watchers.borrow_mut(py).as_mut() {
+            Some(watchers) => watchers.selector.remove(fd, side),
+            None => (None, None),
+        };
+        drop(removed);
+    }
+}
+
+/// `loop.create_task()`: asyncio's Task or the task factory's result.
+pub fn create_task(
+    slf: &Bound<'_, Loop>,
+    coro: &Bound<'_, PyAny>,
+    name: Option<&Bound<'_, PyAny>>,
+    context: Option<&Bound<'_, PyAny>>,
+    eager_start: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    let py = slf.py();
+    let this = slf.get();
+    this.check_closed(py)?;
+    let factory = this
+        .task_factory
+        .borrow(py)
+        .as_ref()
+        .map(|f| f.clone_ref(py));
+    let kwargs = PyDict::new(py);
+    if let Some(context) = context {
+        kwargs.set_item(pyo3::intern!(py, "context"), context)?;
+    }
+    if let Some(eager_start) = eager_start {
+        kwargs.set_item(pyo3::intern!(py, "eager_start"), eager_start)?;
+    }
+    match factory {
+        None => {
+            kwargs.set_item(pyo3::intern!(py, "loop"), slf)?;
+            if let Some(name) = name {
+                kwargs.set_item(pyo3::intern!(py, "name"), name)?;
+            }
+            Ok(python::task_type(py)?.call((coro,), Some(&kwargs))?.unbind())
+        }
+        Some(factory) => {
+            let kwargs = if kwargs.is_empty() { None } else { Some(&kwargs) };
+            let task = factory.bind(py).call((slf, coro), kwargs)?;
+            if let Some(name) = name.filter(|name| !name.is_none()) {
+                // asyncio's `_set_task_name`: tasks without set_name keep their own naming.
+                match task.getattr(pyo3::intern!(py, "set_name")) {
+                    Ok(set_name) => {
+                        set_name.call1((name,))?;
+                    }
+                    Err(err) if err.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            Ok(task.unbind())
+        }
+    }
+}
+
+/// Drops the ready queue and the timers (outside the borrows: finalizers may re-enter).
+pub fn drop_queued(this: &Loop, py: Python<'_>) {
+    let ready = this.ready.take(py);
+    drop(ready);
+    let timers: Vec<_> = this.timers.borrow_mut(py).drain().collect();
+    drop(timers);
+    this.timer_cancelled_count.set(py, 0);
+}
+
+/// `close()`: drops queued work and the fd watchers, closes every libuv handle and the loop.
+pub fn release_all(this: &Loop, py: Python<'_>) {
+    drop_queued(this, py);
+    if let Some(mut watchers) = this.watchers.take(py) {
+        let keys = watchers.selector.drain();
+        drop(keys);
+        drop(watchers);
+    }
+    drop(this.internal.take(py));
+    this.uv.close(py);
+}

@@ -1,0 +1,81 @@
+//! Python objects the native code calls: asyncio's types and the helpers in `uvloop._native_support`
+//! for the rare paths (error reports, reprs, debug-mode stacks) that are plain Python by nature.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyTuple;
+
+/// Looks an attribute up once per process and keeps it.
+fn cached<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import(module)?.getattr(name)?.unbind())
+    })
+    .map(|obj| obj.bind(py))
+}
+
+macro_rules! python_object {
+    ($fn_name:ident, $module:literal, $name:literal) => {
+        pub fn $fn_name(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+            static CELL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+            cached(py, &CELL, $module, $name)
+        }
+    };
+}
+
+python_object!(future_type, "asyncio", "Future");
+python_object!(task_type, "asyncio", "Task");
+python_object!(support_extract_stack, "uvloop._native_support", "extract_stack");
+python_object!(support_handle_repr, "uvloop._native_support", "handle_repr");
+python_object!(
+    support_report_callback_error,
+    "uvloop._native_support",
+    "report_callback_error"
+);
+python_object!(
+    support_warn_slow_callback,
+    "uvloop._native_support",
+    "warn_slow_callback"
+);
+python_object!(
+    support_check_callback,
+    "uvloop._native_support",
+    "check_callback"
+);
+
+/// `format_helpers.extract_stack()` starting at the Python code that called into the loop.
+pub fn extract_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    Ok(support_extract_stack(py)?.call0()?.unbind())
+}
+
+pub fn handle_repr(py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    Ok(support_handle_repr(py)?.call1((handle,))?.unbind())
+}
+
+/// Builds asyncio's "Exception in callback ..." context and hands it to the exception handler.
+pub fn report_callback_error(
+    py: Python<'_>,
+    handle: &Bound<'_, PyAny>,
+    callback: &Py<PyAny>,
+    args: &Py<PyTuple>,
+    err: PyErr,
+) -> PyResult<()> {
+    support_report_callback_error(py)?.call1((handle, callback, args, err.into_value(py)))?;
+    Ok(())
+}
+
+/// Logs asyncio's debug-mode "Executing <handle> took N seconds" warning.
+pub fn warn_slow_callback(py: Python<'_>, handle: &Bound<'_, PyAny>, seconds: f64) -> PyResult<()> {
+    support_warn_slow_callback(py)?.call1((handle, seconds))?;
+    Ok(())
+}
+
+/// asyncio's debug-mode `_check_callback`: TypeError for coroutines and non-callables.
+pub fn check_callback(py: Python<'_>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+    support_check_callback(py)?.call1((callback, method))?;
+    Ok(())
+}

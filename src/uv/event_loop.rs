@@ -1,0 +1,226 @@
+//! The libuv loop, and the GIL hand-off around its blocking wait.
+//!
+//! The loop thread holds the GIL while it runs callbacks. Right before libuv blocks in the kernel
+//! the prepare callback releases it (`release_gil`); the first callback that runs afterwards takes
+//! it back (`guard_callback`), and `run` makes sure it is held again when `uv_run` returns. So the
+//! GIL changes hands once per blocking wait, never once per libuv callback, and no code touching
+//! Python runs while it is released.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::mem::ManuallyDrop;
+use std::os::raw::{c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use pyo3::ffi;
+use pyo3::Python;
+
+use super::error::UvError;
+use super::sys;
+
+/// libuv's loop struct plus what callbacks need to find their way back (repr(C), `raw` first:
+/// `uv_loop_t.data` points at this struct).
+#[repr(C)]
+struct LoopBox {
+    raw: sys::uv_loop_t,
+    /// The Python thread state saved while the GIL is released around the wait, else null.
+    released: Cell<*mut ffi::PyThreadState>,
+    /// Opaque pointer to the owner's state, for callbacks (see `owner`).
+    owner: Cell<*const c_void>,
+    /// A panic caught in a callback, re-raised by the owner after `uv_run` returns.
+    panic: Cell<Option<Box<dyn Any + Send>>>,
+    /// Set while the current `uv_run` may block, so the prepare callback releases the GIL.
+    may_block: Cell<bool>,
+}
+
+pub struct UvLoop {
+    inner: ManuallyDrop<Box<LoopBox>>,
+    closed: Cell<bool>,
+    /// False if uv_loop_close refused: libuv may still point into the box, so it is leaked.
+    freeable: Cell<bool>,
+}
+
+// SAFETY: the loop is only driven by the thread holding the GIL (see crate::gil); the one call
+// allowed from other threads, uv_async_send, is thread-safe by libuv's contract.
+unsafe impl Send for UvLoop {}
+// SAFETY: as above.
+unsafe impl Sync for UvLoop {}
+
+pub type RunMode = sys::uv_run_mode;
+pub const RUN_ONCE: RunMode = sys::uv_run_mode_UV_RUN_ONCE;
+pub const RUN_NOWAIT: RunMode = sys::uv_run_mode_UV_RUN_NOWAIT;
+
+impl UvLoop {
+    pub fn new() -> Result<Self, UvError> {
+        let mut inner = Box::new(LoopBox {
+            // SAFETY: uv_loop_t is plain C data; uv_loop_init initialises it in place.
+            raw: unsafe { std::mem::zeroed() },
+            released: Cell::new(ptr::null_mut()),
+            owner: Cell::new(ptr::null()),
+            panic: Cell::new(None),
+            may_block: Cell::new(false),
+        });
+        // SAFETY: `raw` sits in a Box, so its address never changes after init, as libuv requires
+        // (the loop keeps pointers into itself).
+        UvError::check(unsafe { sys::uv_loop_init(&raw mut inner.raw) })?;
+        inner.raw.data = (&raw const *inner).cast_mut().cast::<c_void>();
+        Ok(Self {
+            inner: ManuallyDrop::new(inner),
+            closed: Cell::new(false),
+            freeable: Cell::new(false),
+        })
+    }
+
+    pub fn as_ptr(&self) -> *mut sys::uv_loop_t {
+        (&raw const self.inner.raw).cast_mut()
+    }
+
+    /// Records the owner's state pointer for callbacks; it must stay valid while the loop lives.
+    pub fn set_owner(&self, owner: *const c_void) {
+        self.inner.owner.set(owner);
+    }
+
+    /// Runs one libuv iteration; with `RUN_ONCE` it may block, with the GIL released meanwhile.
+    /// A panic caught in a callback is handed back as `Err`.
+    pub fn run(&self, _py: Python<'_>, mode: RunMode) -> Result<(), Box<dyn Any + Send>> {
+        if self.closed.get() {
+            return Ok(());
+        }
+        self.inner.may_block.set(mode == RUN_ONCE);
+        // SAFETY: the loop is initialised and not closed (callers check `is_closed` state), and
+        // this thread holds the GIL, which callbacks rely on.
+        unsafe { sys::uv_run(self.as_ptr(), mode) };
+        self.inner.may_block.set(false);
+        self.inner.reacquire_gil();
+        match self.inner.panic.take() {
+            Some(payload) => Err(payload),
+            None => Ok(()),
+        }
+    }
+
+    /// Refreshes libuv's cached clock (timers are armed relative to it).
+    pub fn update_time(&self) {
+        // SAFETY: valid, initialised loop.
+        unsafe { sys::uv_update_time(self.as_ptr()) }
+    }
+
+
+    /// Runs the loop until every close callback (and any request still in libuv's thread pool)
+    /// has finished, then closes the loop itself. Owners must have closed their handles first; if
+    /// one is still open, libuv refuses to close and the loop's memory is leaked, never freed
+    /// under libuv's feet.
+    pub fn close(&self, py: Python<'_>) {
+        if self.closed.get() {
+            return;
+        }
+        loop {
+            let raw = &self.inner.raw;
+            // SAFETY: reading the request counter of a valid loop; `count` is the union's only
+            // member libuv uses on Unix.
+            let requests = unsafe { raw.active_reqs.count } > 0;
+            if raw.closing_handles.is_null() && !requests {
+                break;
+            }
+            // A panic in a close callback has nobody to go to here; closing goes on regardless.
+            let _ = self.run(py, RUN_ONCE);
+        }
+        self.closed.set(true);
+        // SAFETY: valid loop; uv_loop_close fails (and changes nothing) if a handle is still open.
+        self.freeable
+            .set(unsafe { sys::uv_loop_close(self.as_ptr()) } == 0);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+}
+
+impl Drop for UvLoop {
+    fn drop(&mut self) {
+        if !self.closed.get() {
+            // SAFETY: dropping a pyclass happens with the GIL held.
+            let py = unsafe { Python::assume_attached() };
+            self.close(py);
+        }
+        if self.freeable.get() {
+            // SAFETY: the loop is closed and libuv holds no pointer into the box any more.
+            unsafe { ManuallyDrop::drop(&mut self.inner) };
+        }
+    }
+}
+
+impl LoopBox {
+    fn reacquire_gil(&self) {
+        let tstate = self.released.replace(ptr::null_mut());
+        if !tstate.is_null() {
+            // SAFETY: `tstate` was returned by PyEval_SaveThread on this thread (release_gil) and
+            // the GIL has not been re-taken since.
+            unsafe { ffi::PyEval_RestoreThread(tstate) };
+        }
+    }
+
+    /// Releases the GIL when the coming poll will block.
+    fn release_gil_if_blocking(&self) {
+        if !self.may_block.get() || !self.released.get().is_null() {
+            return;
+        }
+        // SAFETY: valid loop; uv_backend_timeout only reads loop state.
+        if unsafe { sys::uv_backend_timeout(&raw const self.raw) } == 0 {
+            return;
+        }
+        // SAFETY: this thread holds the GIL (callbacks run inside `run`, which is called with the
+        // GIL), and nothing touches Python until reacquire_gil, which every callback calls first.
+        self.released.set(unsafe { ffi::PyEval_SaveThread() });
+    }
+}
+
+/// Runs a libuv callback body: takes the GIL back if the wait released it, and keeps panics from
+/// unwinding into C (the payload is re-raised by `UvLoop::run`'s caller).
+///
+/// # Safety
+/// `uv_loop` must be a loop created by `UvLoop::new`, and the call must come from a libuv callback
+/// on the thread running that loop.
+pub unsafe fn guard_callback<R>(
+    uv_loop: *mut sys::uv_loop_t,
+    body: impl FnOnce(Python<'_>) -> R,
+) -> Option<R> {
+    // SAFETY: `data` was set to the enclosing LoopBox by UvLoop::new, and the box outlives uv_run.
+    let inner = unsafe { &*(*uv_loop).data.cast::<LoopBox>() };
+    inner.reacquire_gil();
+    // SAFETY: the GIL is held by this thread again (it was held when uv_run started and has just
+    // been re-taken if the wait released it).
+    let py = unsafe { Python::assume_attached() };
+    match catch_unwind(AssertUnwindSafe(|| body(py))) {
+        Ok(value) => Some(value),
+        Err(payload) => {
+            inner.panic.set(Some(payload));
+            // SAFETY: valid loop; stop makes uv_run return so the panic is reported promptly.
+            unsafe { sys::uv_stop(uv_loop) };
+            None
+        }
+    }
+}
+
+/// The owner pointer recorded with `set_owner`, from inside a callback.
+///
+/// # Safety
+/// As for `guard_callback`.
+pub unsafe fn owner_of(uv_loop: *mut sys::uv_loop_t) -> *const c_void {
+    // SAFETY: see guard_callback.
+    unsafe { (*(*uv_loop).data.cast::<LoopBox>()).owner.get() }
+}
+
+/// The prepare callback that hands the GIL over for the blocking poll.
+///
+/// # Safety
+/// Only installed on a prepare handle of a loop created by `UvLoop::new`.
+pub unsafe extern "C" fn release_gil_before_poll(handle: *mut sys::uv_prepare_t) {
+    // SAFETY: libuv passes a live prepare handle whose loop is a LoopBox-backed loop.
+    let inner = unsafe { &*(*(*handle).loop_).data.cast::<LoopBox>() };
+    inner.release_gil_if_blocking();
+}
+
+pub fn status(code: c_int) -> Result<(), UvError> {
+    UvError::check(code).map(|_| ())
+}

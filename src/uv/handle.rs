@@ -1,0 +1,124 @@
+//! Ownership of libuv handles.
+//!
+//! A `Handle<H, D>` owns one heap allocation holding the libuv struct `H` followed by the Rust state
+//! `D` its callbacks use. The allocation is released only by libuv's close callback, after the last
+//! callback for the handle has run; `close` (or `Drop`) is the single path there, so a handle is
+//! closed exactly once and never freed while libuv still knows it.
+
+use std::os::raw::c_int;
+use std::ptr::NonNull;
+
+use super::error::UvError;
+use super::event_loop::{guard_callback, UvLoop};
+use super::sys;
+
+/// libuv handle structs: every one begins with the fields of `uv_handle_t`.
+///
+/// # Safety
+/// Implementors must be `uv_*_t` handle types whose first member is the `uv_handle_t` header, so
+/// a pointer to one is a valid `*mut uv_handle_t`, and for which all-zero bytes is a valid
+/// pre-`init` state.
+pub unsafe trait HandleType {}
+
+// SAFETY: these are libuv handle structs; each starts with the uv_handle_t header (UV_HANDLE_FIELDS)
+// and is plain C data for which zeroed memory is a valid pre-init value.
+unsafe impl HandleType for sys::uv_timer_t {}
+// SAFETY: as above.
+unsafe impl HandleType for sys::uv_async_t {}
+// SAFETY: as above.
+unsafe impl HandleType for sys::uv_prepare_t {}
+// SAFETY: as above.
+unsafe impl HandleType for sys::uv_poll_t {}
+
+/// The allocation: libuv's struct first, so a `*mut H` (or `*mut uv_handle_t`) from a callback
+/// is also a pointer to the whole box.
+#[repr(C)]
+struct HandleBox<H, D> {
+    raw: H,
+    data: D,
+}
+
+pub struct Handle<H: HandleType, D> {
+    ptr: NonNull<HandleBox<H, D>>,
+}
+
+// SAFETY: the handle is only used by the thread that holds the GIL (see crate::gil); libuv itself
+// does not require handles to stay on the thread that created them, only serialised use.
+unsafe impl<H: HandleType, D: Send> Send for Handle<H, D> {}
+// SAFETY: shared access is serialised by the GIL like every other piece of loop state.
+unsafe impl<H: HandleType, D: Send> Sync for Handle<H, D> {}
+
+impl<H: HandleType, D> Handle<H, D> {
+    /// Allocates the handle and runs libuv's `init` on it.
+    pub fn new(
+        uv_loop: &UvLoop,
+        data: D,
+        init: impl FnOnce(*mut sys::uv_loop_t, *mut H) -> c_int,
+    ) -> Result<Self, UvError> {
+        let boxed = Box::new(HandleBox {
+            // SAFETY: HandleType guarantees all-zero bytes are a valid value of H before init.
+            raw: unsafe { std::mem::zeroed::<H>() },
+            data,
+        });
+        let ptr = NonNull::from(Box::leak(boxed));
+        // SAFETY: `ptr` is a live, exclusively owned allocation; `raw` is its first field.
+        let raw = unsafe { &raw mut (*ptr.as_ptr()).raw };
+        let status = init(uv_loop.as_ptr(), raw);
+        if status < 0 {
+            // The init functions used here fail before registering the handle with the loop, so
+            // libuv holds no pointer to it and the allocation can go straight back.
+            // SAFETY: `ptr` came from Box::leak above and libuv does not know it.
+            drop(unsafe { Box::from_raw(ptr.as_ptr()) });
+            return Err(UvError(status));
+        }
+        Ok(Self { ptr })
+    }
+
+    pub fn as_ptr(&self) -> *mut H {
+        // SAFETY: the allocation lives until the close callback, which runs after `close`.
+        unsafe { &raw mut (*self.ptr.as_ptr()).raw }
+    }
+
+    pub fn data(&self) -> &D {
+        // SAFETY: as above; D is only reached through shared references.
+        unsafe { &(*self.ptr.as_ptr()).data }
+    }
+
+    /// The state of the handle whose libuv struct is at `raw`, from inside one of its callbacks.
+    ///
+    /// # Safety
+    /// `raw` must be the `as_ptr()` of a live `Handle<H, D>` (with these exact `H` and `D`), and
+    /// the returned reference must not outlive the callback.
+    pub unsafe fn data_from_raw<'a>(raw: *mut H) -> &'a D {
+        // SAFETY: HandleBox is repr(C) with `raw` first, so the pointers coincide; the caller
+        // guarantees the box is live and of this type.
+        unsafe { &(*raw.cast::<HandleBox<H, D>>()).data }
+    }
+
+    /// Starts libuv's close; the allocation (and `D`) is dropped in the close callback.
+    pub fn close(self) {
+        let raw = self.as_ptr().cast::<sys::uv_handle_t>();
+        std::mem::forget(self);
+        // SAFETY: the handle was initialised and has not been closed: `close` consumes the only
+        // owner. The close callback frees the box exactly once.
+        unsafe { sys::uv_close(raw, Some(close_cb::<H, D>)) };
+    }
+}
+
+impl<H: HandleType, D> Drop for Handle<H, D> {
+    fn drop(&mut self) {
+        let raw = self.as_ptr().cast::<sys::uv_handle_t>();
+        // SAFETY: as in `close`; after this the value is gone, so no second close can happen.
+        unsafe { sys::uv_close(raw, Some(close_cb::<H, D>)) };
+    }
+}
+
+unsafe extern "C" fn close_cb<H: HandleType, D>(raw: *mut sys::uv_handle_t) {
+    // SAFETY: libuv calls this once per handle, on the loop thread, with the pointer passed to
+    // uv_close, which is the start of a HandleBox<H, D> leaked by Handle::new.
+    unsafe {
+        guard_callback((*raw).loop_, |_py| {
+            drop(Box::from_raw(raw.cast::<HandleBox<H, D>>()));
+        });
+    }
+}
