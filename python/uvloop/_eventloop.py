@@ -1,0 +1,275 @@
+"""`uvloop.Loop`: the native loop core plus the per-run parts of asyncio's loop API.
+
+What runs per callback (scheduling, timers, fd watchers) is native, in `uvloop.loop.Loop`.
+What runs once per loop or per run (run_forever's set-up, executors, exception handlers,
+signal handlers) is here, reusing asyncio's own code where it only needs the attributes
+this class provides, so that behaviour and log records match asyncio exactly.
+"""
+
+import asyncio
+import errno
+import signal
+import socket
+import sys
+import threading
+import warnings
+import weakref
+from asyncio import base_events, coroutines, events, log
+
+from . import loop as _native
+
+_Base = base_events.BaseEventLoop
+
+
+def _sighandler_noop(signum, frame):
+    """Installed for loop-handled signals: the wake-up fd does the work."""
+
+
+class Loop(_native.Loop, asyncio.AbstractEventLoop):
+    """An asyncio event loop on libuv."""
+
+    __module__ = "uvloop"
+
+    def __init__(self):
+        self._exception_handler = None
+        self._default_executor = None
+        self._asyncgens = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._executor_shutdown_called = False
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        # signal number -> Handle, and the handler each replaced (restored on removal).
+        self._signal_handlers = {}
+        self._replaced_signal_handlers = {}
+        # Signals and Ctrl-C reach the loop through this socket pair (signal.set_wakeup_fd).
+        self._ssock = None
+        self._csock = None
+        self.set_debug(coroutines._is_debug_mode())
+
+    # asyncio's own implementations: they only use attributes this class provides.
+    __repr__ = _Base.__repr__
+    __del__ = _Base.__del__
+    run_until_complete = _Base.run_until_complete
+    _check_running = _Base._check_running
+    _check_callback = _Base._check_callback
+    _check_thread = _Base._check_thread
+    _check_default_executor = _Base._check_default_executor
+    set_debug = _Base.set_debug
+    _set_coroutine_origin_tracking = _Base._set_coroutine_origin_tracking
+    _asyncgen_firstiter_hook = _Base._asyncgen_firstiter_hook
+    _asyncgen_finalizer_hook = _Base._asyncgen_finalizer_hook
+    shutdown_asyncgens = _Base.shutdown_asyncgens
+    _do_shutdown = _Base._do_shutdown
+    run_in_executor = _Base.run_in_executor
+    set_default_executor = _Base.set_default_executor
+    get_exception_handler = _Base.get_exception_handler
+    set_exception_handler = _Base.set_exception_handler
+    default_exception_handler = _Base.default_exception_handler
+    call_exception_handler = _Base.call_exception_handler
+
+    def run_forever(self):
+        """Run until stop() is called."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        old_wakeup_fd = self._install_wakeup_fd()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._run()
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+            self._restore_wakeup_fd(old_wakeup_fd)
+
+    def close(self):
+        """Close the loop: drop pending callbacks, release every resource, restore signals.
+
+        Refuses while running; closing twice does nothing.
+        """
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        if self._debug:
+            log.logger.debug("Close %r", self)
+        self._close()
+        self._close_self_pipe()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        elif self._signal_handlers:
+            warnings.warn(
+                f"Closing the loop {self!r} on interpreter shutdown "
+                f"stage, skipping signal handlers removal",
+                ResourceWarning,
+                source=self,
+            )
+            self._signal_handlers.clear()
+
+    async def shutdown_default_executor(self, timeout=None):
+        """Wait for the default executor's threads, at most `timeout` seconds (None: no limit)."""
+        self._executor_shutdown_called = True
+        if self._default_executor is None:
+            return
+        future = self.create_future()
+        thread = threading.Thread(target=self._do_shutdown, args=(future,))
+        thread.start()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            warnings.warn(
+                "The executor did not finishing joining "
+                f"its threads within {timeout} seconds.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self._default_executor.shutdown(wait=False)
+        else:
+            thread.join()
+
+    # Signals, as asyncio's unix loop handles them: the C-level handler writes the signal
+    # number to the wake-up socket, whose reader schedules the registered handle.
+
+    def add_signal_handler(self, sig, callback, *args):
+        """Run `callback(*args)` in the loop when signal `sig` arrives (main thread only)."""
+        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        self._ensure_self_pipe()
+        try:
+            # Raises ValueError outside the main thread.
+            signal.set_wakeup_fd(self._csock.fileno())
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(str(exc))
+
+        handle = self._new_handle(callback, args)
+        first = sig not in self._signal_handlers
+        self._signal_handlers[sig] = handle
+        try:
+            previous = signal.signal(sig, _sighandler_noop)
+            signal.siginterrupt(sig, False)
+        except OSError as exc:
+            del self._signal_handlers[sig]
+            if not self._signal_handlers and not self.is_running():
+                self._reset_wakeup_fd()
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught")
+            raise
+        if first:
+            self._replaced_signal_handlers[sig] = previous
+
+    def remove_signal_handler(self, sig):
+        """Remove the loop's handler for `sig`; True if there was one."""
+        self._check_signal(sig)
+        try:
+            del self._signal_handlers[sig]
+        except KeyError:
+            return False
+        handler = self._replaced_signal_handlers.pop(sig, None)
+        if handler is None:
+            handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        try:
+            signal.signal(sig, handler)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught")
+            raise
+        # A running loop keeps the wake-up fd so that Ctrl-C still interrupts it.
+        if not self._signal_handlers and not self.is_running():
+            self._reset_wakeup_fd()
+        return True
+
+    def _check_signal(self, sig):
+        if not isinstance(sig, int):
+            raise TypeError(f"sig must be an int, not {sig!r}")
+        if sig not in signal.valid_signals():
+            raise ValueError(f"invalid signal number {sig}")
+
+    def _handle_signal(self, sig):
+        handle = self._signal_handlers.get(sig)
+        if handle is None:
+            return
+        if handle._cancelled:
+            self.remove_signal_handler(sig)
+        else:
+            self._add_callback_signalsafe(handle)
+
+    def _ensure_self_pipe(self):
+        if self._ssock is not None:
+            return
+        ssock, csock = socket.socketpair()
+        ssock.setblocking(False)
+        csock.setblocking(False)
+        self._ssock, self._csock = ssock, csock
+        self.add_reader(ssock.fileno(), self._read_from_self)
+
+    def _close_self_pipe(self):
+        if self._ssock is None:
+            return
+        self.remove_reader(self._ssock.fileno())
+        self._ssock.close()
+        self._csock.close()
+        self._ssock = self._csock = None
+
+    def _read_from_self(self):
+        while True:
+            try:
+                data = self._ssock.recv(4096)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum:
+                    self._handle_signal(signum)
+
+    def _install_wakeup_fd(self):
+        """Point the signal wake-up fd at this loop for the run, so a signal ends the wait.
+
+        Returns the fd to restore afterwards, or None when not in the main thread.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        self._ensure_self_pipe()
+        try:
+            return signal.set_wakeup_fd(self._csock.fileno())
+        except (ValueError, OSError):
+            return None
+
+    def _restore_wakeup_fd(self, old_fd):
+        if old_fd is None or self._signal_handlers or self._csock is None:
+            return
+        if old_fd == self._csock.fileno():
+            old_fd = -1
+        try:
+            signal.set_wakeup_fd(old_fd)
+        except (ValueError, OSError) as exc:
+            log.logger.info("set_wakeup_fd(%s) failed: %s", old_fd, exc)
+
+    def _reset_wakeup_fd(self):
+        try:
+            signal.set_wakeup_fd(-1)
+        except (ValueError, OSError) as exc:
+            log.logger.info("set_wakeup_fd(-1) failed: %s", exc)
+
+
+def new_event_loop():
+    """A new, not running, uvloop event loop."""
+    return Loop()

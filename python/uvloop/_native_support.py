@@ -1,0 +1,63 @@
+"""Python helpers the native loop calls on rare paths: error reports, reprs and debug stacks.
+
+They run once per error or per debug-mode handle, never per callback, so they stay in Python
+and reuse asyncio's own formatting to produce the same messages and log records.
+"""
+
+import sys
+from asyncio import base_events, format_helpers, log
+
+_FORMAT_TAKES_DEBUG = sys.version_info >= (3, 13)
+
+
+def extract_stack():
+    """The stack of the Python code that called into the loop (the native frame has none)."""
+    return format_helpers.extract_stack(sys._getframe(1))
+
+
+def _format_callback(handle, callback, args):
+    if _FORMAT_TAKES_DEBUG:
+        return format_helpers._format_callback_source(
+            callback, args, debug=handle._loop.get_debug()
+        )
+    return format_helpers._format_callback_source(callback, args)
+
+
+def handle_repr(handle):
+    """asyncio's Handle/TimerHandle repr for a native handle."""
+    info = [type(handle).__name__]
+    if handle._cancelled:
+        info.append("cancelled")
+    when = getattr(handle, "_when", None)
+    if when is not None:
+        info.append(f"when={when}")
+    callback = handle._callback
+    if callback is not None:
+        info.append(_format_callback(handle, callback, handle._args))
+    traceback = handle._source_traceback
+    if traceback:
+        frame = traceback[-1]
+        info.append(f"created at {frame[0]}:{frame[1]}")
+    return "<{}>".format(" ".join(info))
+
+
+def report_callback_error(handle, callback, args, exc):
+    """What asyncio's Handle._run does when a callback raises."""
+    context = {
+        "message": f"Exception in callback {_format_callback(handle, callback, args)}",
+        "exception": exc,
+        "handle": handle,
+    }
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
+
+
+def warn_slow_callback(handle, seconds):
+    log.logger.warning(
+        "Executing %s took %.3f seconds", base_events._format_handle(handle), seconds
+    )
+
+
+def check_callback(callback, method):
+    base_events.BaseEventLoop._check_callback(None, callback, method)
