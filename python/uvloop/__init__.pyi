@@ -1,0 +1,23 @@
+import asyncio
+import sys
+from typing import Any, Callable, Coroutine, TypeVar
+
+from ._eventloop import Loop as Loop
+
+_T = TypeVar("_T")
+
+__version__: str
+__all__ = ("new_event_loop", "install", "run", "Loop", "EventLoopPolicy")
+
+def new_event_loop() -> Loop: ...
+def install() -> None: ...
+def run(
+    main: Coroutine[Any, Any, _T],
+    *,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = ...,
+    debug: bool | None = ...,
+    **run_kwargs: Any,
+) -> _T: ...
+
+class EventLoopPolicy(asyncio.events.BaseDefaultEventLoopPolicy):
+    def _loop_factory(self) -> Loop: ...
