@@ -116,6 +116,68 @@ impl Handle {
             }
         }
     }
+
+    /// What the handle references, for the GC: from its own `__traverse__`, or from the loop's
+    /// for the loop-owned handles that are not tracked (see `untrack`).
+    pub fn traverse_contents(
+        &self,
+        py: Python<'_>,
+        visit: &pyo3::PyVisit<'_>,
+    ) -> Result<(), pyo3::PyTraverseError> {
+        if let Some(call) = self.call.try_borrow(py) {
+            if let Some(call) = &*call {
+                visit.call(&call.callback)?;
+                visit.call(&call.args)?;
+            }
+        }
+        visit.call(&self.context)?;
+        visit.call(&self.event_loop)?;
+        if let Some(tb) = &self.source_traceback {
+            visit.call(tb)?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes a handle the loop just created, and owns alone, out of the cyclic GC.
+///
+/// One-shot handles (call_soon, call_later) are created by the million and, in a busy loop,
+/// live just long enough to be promoted and traversed by every collection. While the loop owns
+/// them, the loop's `__traverse__` reports their contents instead (`visit_owned`), so cycles
+/// through them stay collectable; `release` puts back under the GC those that outlive the loop's
+/// ownership.
+pub fn untrack<T>(handle: &Py<T>) {
+    // SAFETY: a live object of a pyclass (always a GC type), tracked by its tp_alloc; the
+    // untracked state is valid for it: PyO3's tp_dealloc and tp_free untrack only if tracked.
+    unsafe { ffi::PyObject_GC_UnTrack(handle.as_ptr().cast()) };
+}
+
+/// The loop is done with a handle: if someone else still holds it, the GC tracks it again.
+pub fn release<T>(handle: Py<T>) {
+    let ptr = handle.as_ptr();
+    // SAFETY: `ptr` is a live object (we hold a reference). Tracking is only re-enabled for an
+    // untracked object, as PyObject_GC_Track requires.
+    unsafe {
+        if ffi::Py_REFCNT(ptr) > 1 && ffi::PyObject_GC_IsTracked(ptr) == 0 {
+            ffi::PyObject_GC_Track(ptr.cast());
+        }
+    }
+    drop(handle);
+}
+
+/// The loop's GC traversal of a handle it holds: the handle itself when tracked, its contents
+/// when the loop owns it untracked.
+pub fn visit_owned(
+    py: Python<'_>,
+    handle: &Bound<'_, Handle>,
+    visit: &pyo3::PyVisit<'_>,
+) -> Result<(), pyo3::PyTraverseError> {
+    // SAFETY: `handle` is a live object.
+    if unsafe { ffi::PyObject_GC_IsTracked(handle.as_ptr()) } != 0 {
+        visit.call(handle.as_unbound())
+    } else {
+        handle.get().traverse_contents(py, visit)
+    }
 }
 
 /// `contextvars.copy_context()`.
@@ -187,7 +249,10 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.call.borrow(py).as_ref().map(|c| c.callback.clone_ref(py))
+        self.call
+            .borrow(py)
+            .as_ref()
+            .map(|c| c.callback.clone_ref(py))
     }
 
     #[getter]
@@ -218,18 +283,7 @@ impl Handle {
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
         // SAFETY: tp_traverse runs with the GIL held by the collector.
         let py = unsafe { Python::assume_attached() };
-        if let Some(call) = self.call.try_borrow(py) {
-            if let Some(call) = &*call {
-                visit.call(&call.callback)?;
-                visit.call(&call.args)?;
-            }
-        }
-        visit.call(&self.context)?;
-        visit.call(&self.event_loop)?;
-        if let Some(tb) = &self.source_traceback {
-            visit.call(tb)?;
-        }
-        Ok(())
+        self.traverse_contents(py, &visit)
     }
 
     fn __clear__(&self) {

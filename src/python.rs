@@ -29,7 +29,11 @@ macro_rules! python_object {
 
 python_object!(future_type, "asyncio", "Future");
 python_object!(task_type, "asyncio", "Task");
-python_object!(support_extract_stack, "uvloop._native_support", "extract_stack");
+python_object!(
+    support_extract_stack,
+    "uvloop._native_support",
+    "extract_stack"
+);
 python_object!(support_handle_repr, "uvloop._native_support", "handle_repr");
 python_object!(
     support_report_callback_error,

@@ -14,12 +14,12 @@ use std::os::raw::c_int;
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::PyClassInitializer;
 use pyo3::types::{PyDict, PyInt, PyTuple};
+use pyo3::PyClassInitializer;
 
 use crate::clock;
 use crate::gil::{GilCell, GilRefCell};
-use crate::handles::{Handle, TimerHandle};
+use crate::handles::{self, Handle, TimerHandle};
 use crate::python;
 use crate::uv::event_loop::{release_gil_before_poll, UvLoop};
 use crate::uv::handle::Handle as UvHandle;
@@ -154,6 +154,7 @@ impl Loop {
         let handle = Self::new_handle(slf, callback, args, context)?;
         let init = PyClassInitializer::from(handle).add_subclass(TimerHandle::new(when));
         let timer = Py::new(py, init)?;
+        handles::untrack(&timer);
         this.timers.borrow_mut(py).push(when, timer.clone_ref(py));
         Ok(timer)
     }
@@ -183,7 +184,9 @@ impl Loop {
             }
         };
         if fd.lt(0)? {
-            return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+            return Err(PyValueError::new_err(format!(
+                "Invalid file descriptor: {fd}"
+            )));
         }
         fd.extract()
     }
@@ -216,7 +219,11 @@ impl Loop {
         Ok(())
     }
 
-    fn remove_watcher(slf: &Bound<'_, Self>, fileobj: &Bound<'_, PyAny>, side: Side) -> PyResult<bool> {
+    fn remove_watcher(
+        slf: &Bound<'_, Self>,
+        fileobj: &Bound<'_, PyAny>,
+        side: Side,
+    ) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
         let fd = Self::fileobj_to_fd(fileobj)?;
@@ -329,6 +336,7 @@ impl Loop {
             python::check_callback(py, &callback, "call_soon")?;
         }
         let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        handles::untrack(&handle);
         this.schedule(py, handle.clone_ref(py));
         Ok(handle)
     }
@@ -347,6 +355,7 @@ impl Loop {
             python::check_callback(py, &callback, "call_soon_threadsafe")?;
         }
         let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        handles::untrack(&handle);
         // The GIL serialises this with the loop thread, which only reads the queue while holding
         // it; the wake-up ends a blocking wait that may have started before the push.
         this.schedule(py, handle.clone_ref(py));
@@ -436,7 +445,9 @@ impl Loop {
     fn set_task_factory(&self, py: Python<'_>, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         if let Some(factory) = &factory {
             if !factory.is_callable() {
-                return Err(PyTypeError::new_err("task factory must be a callable or None"));
+                return Err(PyTypeError::new_err(
+                    "task factory must be a callable or None",
+                ));
             }
         }
         let old = self.task_factory.replace(py, factory.map(Bound::unbind));
@@ -445,7 +456,10 @@ impl Loop {
     }
 
     fn get_task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.task_factory.borrow(py).as_ref().map(|f| f.clone_ref(py))
+        self.task_factory
+            .borrow(py)
+            .as_ref()
+            .map(|f| f.clone_ref(py))
     }
 
     fn get_debug(&self, py: Python<'_>) -> bool {
@@ -475,7 +489,10 @@ impl Loop {
 
     #[getter]
     fn _current_handle(&self, py: Python<'_>) -> Option<Py<Handle>> {
-        self.current_handle.borrow(py).as_ref().map(|h| h.clone_ref(py))
+        self.current_handle
+            .borrow(py)
+            .as_ref()
+            .map(|h| h.clone_ref(py))
     }
 
     fn is_running(&self, py: Python<'_>) -> bool {
@@ -588,12 +605,12 @@ impl Loop {
         let py = unsafe { Python::assume_attached() };
         if let Some(ready) = self.ready.try_borrow(py) {
             for handle in ready.iter() {
-                visit.call(handle)?;
+                handles::visit_owned(py, handle.bind(py), &visit)?;
             }
         }
         if let Some(timers) = self.timers.try_borrow(py) {
             for timer in timers.iter() {
-                visit.call(timer)?;
+                handles::visit_owned(py, timer.bind(py).as_super(), &visit)?;
             }
         }
         if let Some(watchers) = self.watchers.try_borrow(py) {

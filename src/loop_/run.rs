@@ -14,7 +14,7 @@ use pyo3::types::PyDict;
 
 use super::Loop;
 use crate::clock;
-use crate::handles::{Handle, Outcome};
+use crate::handles::{self, Handle, Outcome};
 use crate::python;
 use crate::uv::event_loop::{guard_callback, owner_of, RunMode, RUN_NOWAIT, RUN_ONCE};
 use crate::uv::sys;
@@ -167,11 +167,11 @@ fn purge_cancelled_timers(this: &Loop, py: Python<'_>) {
             }
         }
     }
-    for timer in &removed {
+    // Released here, outside the borrow: a finalizer may call back into the loop.
+    for timer in removed {
         timer.get().set_scheduled(py, false);
+        handles::release(timer);
     }
-    // Dropped here, outside the borrow: a finalizer may call back into the loop.
-    drop(removed);
 }
 
 /// Moves every timer whose deadline has come to the ready queue (cancelled ones too; they are
@@ -207,6 +207,7 @@ fn run_ready(slf: &Bound<'_, Loop>) -> PyResult<()> {
         };
         let handle = handle.into_bound(py);
         if handle.get().is_cancelled(py) {
+            handles::release(handle.unbind());
             continue;
         }
         let outcome = if this.debug.get(py) {
@@ -214,6 +215,7 @@ fn run_ready(slf: &Bound<'_, Loop>) -> PyResult<()> {
         } else {
             Handle::run(&handle)
         };
+        handles::release(handle.unbind());
         if let Outcome::Escape(err) = outcome {
             return Err(err);
         }
@@ -308,10 +310,16 @@ pub fn create_task(
             if let Some(name) = name {
                 kwargs.set_item(pyo3::intern!(py, "name"), name)?;
             }
-            Ok(python::task_type(py)?.call((coro,), Some(&kwargs))?.unbind())
+            Ok(python::task_type(py)?
+                .call((coro,), Some(&kwargs))?
+                .unbind())
         }
         Some(factory) => {
-            let kwargs = if kwargs.is_empty() { None } else { Some(&kwargs) };
+            let kwargs = if kwargs.is_empty() {
+                None
+            } else {
+                Some(&kwargs)
+            };
             let task = factory.bind(py).call((slf, coro), kwargs)?;
             if let Some(name) = name.filter(|name| !name.is_none()) {
                 // asyncio's `_set_task_name`: tasks without set_name keep their own naming.
@@ -331,10 +339,18 @@ pub fn create_task(
 /// Drops the ready queue and the timers (outside the borrows: finalizers may re-enter).
 pub fn drop_queued(this: &Loop, py: Python<'_>) {
     let ready = this.ready.take(py);
-    drop(ready);
-    let timers: Vec<_> = this.timers.borrow_mut(py).drain().collect();
-    drop(timers);
+    ready.into_iter().for_each(handles::release);
+    let timers: Vec<_> = this
+        .timers
+        .borrow_mut(py)
+        .drain()
+        .map(|(_, timer)| timer)
+        .collect();
     this.timer_cancelled_count.set(py, 0);
+    for timer in timers {
+        timer.get().set_scheduled(py, false);
+        handles::release(timer);
+    }
 }
 
 /// `close()`: drops queued work and the fd watchers, closes every libuv handle and the loop.

@@ -48,7 +48,11 @@ impl<T> TimerHeap<T> {
 
     /// Keeps only the entries for which `keep` is true, then rebuilds the heap as `heapq.heapify`
     /// would (the removed entries are handed to `removed`).
-    pub fn retain_and_heapify(&mut self, mut keep: impl FnMut(&T) -> bool, mut removed: impl FnMut(T)) {
+    pub fn retain_and_heapify(
+        &mut self,
+        mut keep: impl FnMut(&T) -> bool,
+        mut removed: impl FnMut(T),
+    ) {
         let old = std::mem::take(&mut self.entries);
         for (when, item) in old {
             if keep(&item) {

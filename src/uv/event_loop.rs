@@ -105,7 +105,6 @@ impl UvLoop {
         unsafe { sys::uv_update_time(self.as_ptr()) }
     }
 
-
     /// Runs the loop until every close callback (and any request still in libuv's thread pool)
     /// has finished, then closes the loop itself. Owners must have closed their handles first; if
     /// one is still open, libuv refuses to close and the loop's memory is leaked, never freed
