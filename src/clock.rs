@@ -9,7 +9,8 @@ pub fn monotonic() -> f64 {
     };
     // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on the supported systems.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let nanos = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec);
+    // i64 nanoseconds last 292 years of uptime; i64 -> f64 is one instruction (i128 is not).
+    let nanos = ts.tv_sec * 1_000_000_000 + ts.tv_nsec;
     nanos as f64 / 1e9
 }
 

@@ -33,12 +33,16 @@ use timer_heap::TimerHeap;
 struct InternalHandles {
     wakeup: UvHandle<sys::uv_async_t, ()>,
     timer: UvHandle<sys::uv_timer_t, ()>,
+    /// Only owned: started once, closed when dropped.
+    #[allow(dead_code)]
     prepare: UvHandle<sys::uv_prepare_t, ()>,
 }
 
 /// The add_reader/add_writer state: the epoll set and the libuv poll that watches it.
 struct Watchers {
     selector: Selector,
+    /// Only owned: started once, closed when dropped.
+    #[allow(dead_code)]
     poll: UvHandle<sys::uv_poll_t, ()>,
 }
 
@@ -90,7 +94,7 @@ impl Loop {
     fn check_thread(&self, py: Python<'_>) -> PyResult<()> {
         if let Some(owner) = self.thread_id.get(py) {
             // SAFETY: plain C call with no preconditions.
-            let current = u64::from(unsafe { ffi::PyThread_get_thread_ident() });
+            let current = unsafe { ffi::PyThread_get_thread_ident() };
             if current != owner {
                 return Err(PyRuntimeError::new_err(
                     "Non-thread-safe operation invoked on an event loop other than the current one",
@@ -513,8 +517,8 @@ impl Loop {
         self.stopping.get(py)
     }
 
-    #[setter]
-    fn set__stopping(&self, py: Python<'_>, value: bool) {
+    #[setter(_stopping)]
+    fn set_stopping_attr(&self, py: Python<'_>, value: bool) {
         self.stopping.set(py, value);
     }
 
@@ -523,8 +527,8 @@ impl Loop {
         self.thread_id.get(py)
     }
 
-    #[setter]
-    fn set__thread_id(&self, py: Python<'_>, value: Option<u64>) {
+    #[setter(_thread_id)]
+    fn set_thread_id_attr(&self, py: Python<'_>, value: Option<u64>) {
         self.thread_id.set(py, value);
     }
 

@@ -183,6 +183,7 @@ fn expire_timers(this: &Loop, py: Python<'_>, now: f64) {
             let mut timers = this.timers.borrow_mut(py);
             match timers.peek() {
                 // Written as asyncio writes it, so a NaN deadline counts as due.
+                #[allow(clippy::neg_cmp_op_on_partial_ord)]
                 Some((when, _)) if !(when >= end_time) => timers.pop(),
                 _ => None,
             }

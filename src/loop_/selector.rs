@@ -36,6 +36,9 @@ impl Key {
     }
 }
 
+/// A watched fd's reader, writer and file object, as `Selector::drain` hands them back.
+pub type DrainedKey = (Option<Py<Handle>>, Option<Py<Handle>>, Py<PyAny>);
+
 pub struct Selector {
     epoll: OwnedFd,
     keys: HashMap<RawFd, Key>,
@@ -67,10 +70,6 @@ impl Selector {
     /// The epoll fd libuv watches for us.
     pub fn fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 
     /// Installs `handle` on one side of `fd`, returning the handle it replaces (to be cancelled by
@@ -197,7 +196,7 @@ impl Selector {
     }
 
     /// Empties the set, handing back every handle and file object for dropping outside a borrow.
-    pub fn drain(&mut self) -> Vec<(Option<Py<Handle>>, Option<Py<Handle>>, Py<PyAny>)> {
+    pub fn drain(&mut self) -> Vec<DrainedKey> {
         self.keys
             .drain()
             .map(|(_, key)| (key.reader, key.writer, key.fileobj))

@@ -21,10 +21,6 @@ impl<T> TimerHeap<T> {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// The earliest entry, if any.
     pub fn peek(&self) -> Option<(f64, &T)> {
         self.entries.first().map(|(when, item)| (*when, item))
@@ -97,6 +93,8 @@ impl<T> TimerHeap<T> {
         let mut child = 2 * pos + 1;
         while child < end {
             let right = child + 1;
+            // heapq's `not heap[child] < heap[right]`, which differs from `>=` for NaN.
+            #[allow(clippy::neg_cmp_op_on_partial_ord)]
             if right < end && !(self.entries[child].0 < self.entries[right].0) {
                 child = right;
             }

@@ -78,37 +78,13 @@ impl<H: HandleType, D> Handle<H, D> {
         // SAFETY: the allocation lives until the close callback, which runs after `close`.
         unsafe { &raw mut (*self.ptr.as_ptr()).raw }
     }
-
-    pub fn data(&self) -> &D {
-        // SAFETY: as above; D is only reached through shared references.
-        unsafe { &(*self.ptr.as_ptr()).data }
-    }
-
-    /// The state of the handle whose libuv struct is at `raw`, from inside one of its callbacks.
-    ///
-    /// # Safety
-    /// `raw` must be the `as_ptr()` of a live `Handle<H, D>` (with these exact `H` and `D`), and
-    /// the returned reference must not outlive the callback.
-    pub unsafe fn data_from_raw<'a>(raw: *mut H) -> &'a D {
-        // SAFETY: HandleBox is repr(C) with `raw` first, so the pointers coincide; the caller
-        // guarantees the box is live and of this type.
-        unsafe { &(*raw.cast::<HandleBox<H, D>>()).data }
-    }
-
-    /// Starts libuv's close; the allocation (and `D`) is dropped in the close callback.
-    pub fn close(self) {
-        let raw = self.as_ptr().cast::<sys::uv_handle_t>();
-        std::mem::forget(self);
-        // SAFETY: the handle was initialised and has not been closed: `close` consumes the only
-        // owner. The close callback frees the box exactly once.
-        unsafe { sys::uv_close(raw, Some(close_cb::<H, D>)) };
-    }
 }
 
 impl<H: HandleType, D> Drop for Handle<H, D> {
     fn drop(&mut self) {
         let raw = self.as_ptr().cast::<sys::uv_handle_t>();
-        // SAFETY: as in `close`; after this the value is gone, so no second close can happen.
+        // SAFETY: the handle was initialised and is closed only here, by its one owner; the
+        // close callback frees the box exactly once.
         unsafe { sys::uv_close(raw, Some(close_cb::<H, D>)) };
     }
 }
