@@ -83,3 +83,51 @@ pub fn check_callback(py: Python<'_>, callback: &Bound<'_, PyAny>, method: &str)
     support_check_callback(py)?.call1((callback, method))?;
     Ok(())
 }
+
+const MAX_VECTORCALL_ARGS: usize = 8;
+
+/// `callable(*positional, **dict(zip(kwnames, keyword_values)))` through vectorcall, without the
+/// dict that `call(args, kwargs)` would build.
+pub fn vectorcall<'py>(
+    callable: &Bound<'py, PyAny>,
+    args: &[&Bound<'py, PyAny>],
+    kwnames: Option<&Bound<'py, PyTuple>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = callable.py();
+    let kw_count = kwnames.map_or(0, |names| names.len());
+    let mut ptrs = [std::ptr::null_mut(); MAX_VECTORCALL_ARGS];
+    if args.len() > MAX_VECTORCALL_ARGS {
+        return Err(pyo3::exceptions::PySystemError::new_err(
+            "too many vectorcall arguments",
+        ));
+    }
+    for (slot, arg) in ptrs.iter_mut().zip(args) {
+        *slot = arg.as_ptr();
+    }
+    let positional = args.len() - kw_count;
+    let kwnames_ptr = kwnames.map_or(std::ptr::null_mut(), |names| names.as_ptr());
+    // SAFETY: GIL held; `ptrs` holds borrowed live objects for the duration of the call, the
+    // last `kw_count` of them named by `kwnames`, a tuple of str (or NULL when there are none).
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyObject_Vectorcall(
+                callable.as_ptr(),
+                ptrs.as_ptr(),
+                positional,
+                kwnames_ptr,
+            ),
+        )
+    }
+}
+
+/// The tuple of keyword names `names`, built once per call site.
+#[macro_export]
+macro_rules! kwnames {
+    ($py:expr, $($name:literal),+) => {{
+        static CELL: pyo3::sync::PyOnceLock<pyo3::Py<pyo3::types::PyTuple>> =
+            pyo3::sync::PyOnceLock::new();
+        CELL.get_or_try_init($py, || pyo3::types::PyTuple::new($py, [$($name),+]).map(pyo3::Bound::unbind))
+            .map(|names| names.bind($py))
+    }};
+}

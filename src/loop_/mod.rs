@@ -14,7 +14,7 @@ use std::os::raw::c_int;
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyTuple};
+use pyo3::types::{PyInt, PyTuple};
 use pyo3::PyClassInitializer;
 
 use crate::clock;
@@ -67,6 +67,8 @@ pub struct Loop {
     pending_error: GilRefCell<Option<PyErr>>,
     /// When libuv last polled for I/O (see `run::POLL_INTERVAL`).
     last_poll: GilCell<f64>,
+    /// Iterations run without blocking since the clock was last read (see `run::run_once`).
+    busy_iterations: GilCell<u32>,
     /// Created on the first add_reader/add_writer.
     watchers: GilRefCell<Option<Watchers>>,
     /// None once the loop is closed.
@@ -310,6 +312,7 @@ impl Loop {
             task_factory: GilRefCell::new(None),
             pending_error: GilRefCell::new(None),
             last_poll: GilCell::new(0.0),
+            busy_iterations: GilCell::new(0),
             watchers: GilRefCell::new(None),
             internal: GilRefCell::new(Some(InternalHandles {
                 wakeup,
@@ -408,9 +411,8 @@ impl Loop {
 
     fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let kwargs = PyDict::new(py);
-        kwargs.set_item(pyo3::intern!(py, "loop"), slf)?;
-        Ok(python::future_type(py)?.call((), Some(&kwargs))?.unbind())
+        let names = crate::kwnames!(py, "loop")?;
+        Ok(python::vectorcall(python::future_type(py)?, &[slf.as_any()], Some(names))?.unbind())
     }
 
     #[cfg(not(Py_3_11))]

@@ -23,6 +23,8 @@ use crate::uv::sys;
 /// poll is a system call, and asyncio's order of I/O against ready callbacks is unaffected (I/O
 /// found by a poll still joins the end of the queue).
 const POLL_INTERVAL: f64 = 50e-6;
+/// How many busy iterations without timers pass between two readings of the clock.
+const CLOCK_READ_EVERY: u32 = 8;
 
 /// asyncio's `_MIN_SCHEDULED_TIMER_HANDLES` and `_MIN_CANCELLED_TIMER_HANDLES_FRACTION`.
 const MIN_SCHEDULED_TIMER_HANDLES: usize = 100;
@@ -53,18 +55,34 @@ fn run_once(slf: &Bound<'_, Loop>) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
     purge_cancelled_timers(this, py);
-    let mut now = clock::monotonic();
+    let has_timers = this.timers.borrow(py).len() > 0;
     if this.ready.borrow(py).is_empty() && !this.stopping.get(py) {
-        arm_timer(this, py, now);
+        if has_timers {
+            arm_timer(this, py, clock::monotonic());
+        } else {
+            disarm_timer(this, py);
+        }
         poll(slf, RUN_ONCE)?;
-        now = clock::monotonic();
-        this.last_poll.set(py, now);
-    } else if now - this.last_poll.get(py) >= POLL_INTERVAL {
-        poll(slf, RUN_NOWAIT)?;
-        now = clock::monotonic();
-        this.last_poll.set(py, now);
+        this.last_poll.set(py, clock::monotonic());
+        this.busy_iterations.set(py, 0);
+    } else {
+        // Busy: poll for I/O once POLL_INTERVAL has passed. Without timers to expire, the clock
+        // (a measurable part of a short iteration) is only read every few iterations.
+        let busy = this.busy_iterations.get(py) + 1;
+        this.busy_iterations.set(py, busy);
+        if (has_timers || busy >= CLOCK_READ_EVERY)
+            && clock::monotonic() - this.last_poll.get(py) >= POLL_INTERVAL
+        {
+            poll(slf, RUN_NOWAIT)?;
+            this.last_poll.set(py, clock::monotonic());
+            this.busy_iterations.set(py, 0);
+        } else if busy >= CLOCK_READ_EVERY {
+            this.busy_iterations.set(py, 0);
+        }
     }
-    expire_timers(this, py, now);
+    if has_timers {
+        expire_timers(this, py, clock::monotonic());
+    }
     run_ready(slf)
 }
 
@@ -107,31 +125,31 @@ unsafe extern "C" fn ignore_timer(_handle: *mut sys::uv_timer_t) {}
 
 /// Points libuv's timer at the earliest deadline so the blocking wait ends in time for it.
 fn arm_timer(this: &Loop, py: Python<'_>, now: f64) {
-    let earliest = this.timers.borrow(py).peek().map(|(when, _)| when);
+    let Some(earliest) = this.timers.borrow(py).peek().map(|(when, _)| when) else {
+        return disarm_timer(this, py);
+    };
     let internal = this.internal.borrow(py);
     let Some(internal) = internal.as_ref() else {
         return;
     };
-    let timer = internal.timer.as_ptr();
-    match earliest {
-        Some(when) => {
-            // Rounded up: waking a little late is harmless, waking early costs a spin.
-            let millis = ((when - now) * 1000.0).ceil();
-            let millis = if millis > 0.0 {
-                (millis as u64).min(MAXIMUM_WAIT_MS)
-            } else {
-                0
-            };
-            // libuv measures the timeout from its cached clock, which is stale after running
-            // callbacks.
-            this.uv.update_time();
-            // SAFETY: the timer handle is open (internal is Some) and belongs to this loop.
-            unsafe { sys::uv_timer_start(timer, Some(ignore_timer), millis, 0) };
-        }
-        None => {
-            // SAFETY: as above; stopping an inactive timer is a no-op.
-            unsafe { sys::uv_timer_stop(timer) };
-        }
+    // Rounded up: waking a little late is harmless, waking early costs a spin.
+    let millis = ((earliest - now) * 1000.0).ceil();
+    let millis = if millis > 0.0 {
+        (millis as u64).min(MAXIMUM_WAIT_MS)
+    } else {
+        0
+    };
+    // libuv measures the timeout from its cached clock, which is stale after running callbacks.
+    this.uv.update_time();
+    // SAFETY: the timer handle is open (internal is Some) and belongs to this loop.
+    unsafe { sys::uv_timer_start(internal.timer.as_ptr(), Some(ignore_timer), millis, 0) };
+}
+
+fn disarm_timer(this: &Loop, py: Python<'_>) {
+    if let Some(internal) = this.internal.borrow(py).as_ref() {
+        // SAFETY: the timer handle is open and belongs to this loop; stopping an inactive timer
+        // is a no-op.
+        unsafe { sys::uv_timer_stop(internal.timer.as_ptr()) };
     }
 }
 
@@ -293,11 +311,61 @@ pub fn create_task(
     let py = slf.py();
     let this = slf.get();
     this.check_closed(py)?;
+    let name = name.filter(|name| !name.is_none());
     let factory = this
         .task_factory
         .borrow(py)
         .as_ref()
         .map(|f| f.clone_ref(py));
+    let Some(factory) = factory else {
+        let task_type = python::task_type(py)?;
+        // The common shapes by vectorcall, the rest with a kwargs dict.
+        let task = match (name, context, eager_start) {
+            (None, None, None) => {
+                let names = crate::kwnames!(py, "loop")?;
+                python::vectorcall(task_type, &[coro, slf.as_any()], Some(names))?
+            }
+            (None, Some(context), None) => {
+                let names = crate::kwnames!(py, "loop", "context")?;
+                python::vectorcall(task_type, &[coro, slf.as_any(), context], Some(names))?
+            }
+            _ => {
+                let kwargs = task_kwargs(py, context, eager_start)?;
+                kwargs.set_item(pyo3::intern!(py, "loop"), slf)?;
+                if let Some(name) = name {
+                    kwargs.set_item(pyo3::intern!(py, "name"), name)?;
+                }
+                task_type.call((coro,), Some(&kwargs))?
+            }
+        };
+        return Ok(task.unbind());
+    };
+    let kwargs = task_kwargs(py, context, eager_start)?;
+    let kwargs = if kwargs.is_empty() {
+        None
+    } else {
+        Some(&kwargs)
+    };
+    let task = factory.bind(py).call((slf, coro), kwargs)?;
+    if let Some(name) = name {
+        // asyncio's `_set_task_name`: tasks without set_name keep their own naming.
+        match task.getattr(pyo3::intern!(py, "set_name")) {
+            Ok(set_name) => {
+                set_name.call1((name,))?;
+            }
+            Err(err) if err.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(task.unbind())
+}
+
+/// The keyword arguments a task factory and Task share.
+fn task_kwargs<'py>(
+    py: Python<'py>,
+    context: Option<&Bound<'py, PyAny>>,
+    eager_start: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
     let kwargs = PyDict::new(py);
     if let Some(context) = context {
         kwargs.set_item(pyo3::intern!(py, "context"), context)?;
@@ -305,36 +373,7 @@ pub fn create_task(
     if let Some(eager_start) = eager_start {
         kwargs.set_item(pyo3::intern!(py, "eager_start"), eager_start)?;
     }
-    match factory {
-        None => {
-            kwargs.set_item(pyo3::intern!(py, "loop"), slf)?;
-            if let Some(name) = name {
-                kwargs.set_item(pyo3::intern!(py, "name"), name)?;
-            }
-            Ok(python::task_type(py)?
-                .call((coro,), Some(&kwargs))?
-                .unbind())
-        }
-        Some(factory) => {
-            let kwargs = if kwargs.is_empty() {
-                None
-            } else {
-                Some(&kwargs)
-            };
-            let task = factory.bind(py).call((slf, coro), kwargs)?;
-            if let Some(name) = name.filter(|name| !name.is_none()) {
-                // asyncio's `_set_task_name`: tasks without set_name keep their own naming.
-                match task.getattr(pyo3::intern!(py, "set_name")) {
-                    Ok(set_name) => {
-                        set_name.call1((name,))?;
-                    }
-                    Err(err) if err.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {}
-                    Err(err) => return Err(err),
-                }
-            }
-            Ok(task.unbind())
-        }
-    }
+    Ok(kwargs)
 }
 
 /// Drops the ready queue and the timers (outside the borrows: finalizers may re-enter).
