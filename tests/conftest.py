@@ -12,6 +12,10 @@ import pytest
 
 import uvloop
 
+# libuv opens a process-wide pipe (its signal lock) with the first loop; open it before any
+# test counts descriptors.
+uvloop.new_event_loop().close()
+
 LOOP_KINDS = {
     "asyncio": asyncio.new_event_loop,
     "uvloop": uvloop.new_event_loop,

@@ -395,10 +395,10 @@ impl Loop {
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
         if when.is_none() {
-            // 3.12 made this a TypeError; before, TimerHandle asserted it.
-            #[cfg(Py_3_12)]
+            // A TypeError from 3.11.x (backported from 3.12); before, TimerHandle asserted it.
+            #[cfg(Py_3_11)]
             return Err(PyTypeError::new_err("when cannot be None"));
-            #[cfg(not(Py_3_12))]
+            #[cfg(not(Py_3_11))]
             return Err(pyo3::exceptions::PyAssertionError::new_err(()));
         }
         let when: f64 = when.extract()?;
