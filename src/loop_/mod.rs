@@ -14,7 +14,7 @@ use std::os::raw::c_int;
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyInt, PyTuple};
+use pyo3::types::{PyFloat, PyInt, PyTuple};
 use pyo3::PyClassInitializer;
 
 use crate::clock;
@@ -378,11 +378,19 @@ impl Loop {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
+        // 3.11.x checks this explicitly; before, the addition below raised the TypeError.
+        #[cfg(Py_3_11)]
         if delay.is_none() {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
-        // `self.time() + delay`, with Python's rules for what may be added to a float.
-        let when: f64 = delay.add(clock::monotonic())?.extract()?;
+        let now = clock::monotonic();
+        let when =
+            if delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>() {
+                now + delay.extract::<f64>()?
+            } else {
+                // `self.time() + delay`, with Python's rules (and messages) for what adds to a float.
+                PyFloat::new(slf.py(), now).add(delay)?.extract()?
+            };
         Self::schedule_timer(slf, when, callback, args, context)
     }
 

@@ -164,8 +164,13 @@ impl LoopBox {
         if !self.may_block.get() || !self.released.get().is_null() {
             return;
         }
-        // SAFETY: valid loop; uv_backend_timeout only reads loop state.
-        if unsafe { sys::uv_backend_timeout(&raw const self.raw) } == 0 {
+        // uv_backend_timeout answers 0 whenever fd changes are waiting to reach epoll (as on a
+        // loop's first poll), although the poll may then block: release the GIL in that case too.
+        let watcher_queue = &raw const self.raw.watcher_queue;
+        // SAFETY: valid loop; reads a field and calls a function that only reads loop state.
+        let changes_pending = unsafe { (*watcher_queue).next.cast_const() != watcher_queue };
+        // SAFETY: as above.
+        if !changes_pending && unsafe { sys::uv_backend_timeout(&raw const self.raw) } == 0 {
             return;
         }
         // SAFETY: this thread holds the GIL (callbacks run inside `run`, which is called with the
