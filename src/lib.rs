@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 #[pyo3(name = "loop")]
 fn uvloop_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<loop_::Loop>()?;
+    loop_::install_fast_methods(module.py())?;
     module.add_class::<handles::Handle>()?;
     module.add_class::<handles::TimerHandle>()?;
     Ok(())

@@ -4,6 +4,7 @@
 //! per-callback paths (scheduling, timers, running handles, fd watchers) live here, the per-run
 //! paths (run_forever's set-up, executors, signals, exception handlers) in Python.
 
+mod fastcall;
 mod run;
 mod selector;
 mod timer_heap;
@@ -78,11 +79,36 @@ pub struct Loop {
     uv: UvLoop,
 }
 
+/// Adds the methods written by hand (see `fastcall`) to the Loop type.
+pub fn install_fast_methods(py: Python<'_>) -> PyResult<()> {
+    fastcall::install(py)
+}
+
 unsafe extern "C" fn ignore_async(_handle: *mut sys::uv_async_t) {}
 
 impl Loop {
     pub fn debug(&self, py: Python<'_>) -> bool {
         self.debug.get(py)
+    }
+
+    /// `call_soon(callback, *args, context=context)`; Python reaches it through `fastcall`.
+    pub fn call_soon_impl(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed(py)?;
+        if this.debug.get(py) {
+            this.check_thread(py)?;
+            python::check_callback(py, &callback, "call_soon")?;
+        }
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        handles::untrack(&handle);
+        this.schedule(py, handle.clone_ref(py));
+        Ok(handle)
     }
 
     fn check_closed(&self, py: Python<'_>) -> PyResult<()> {
@@ -326,26 +352,6 @@ impl Loop {
     /// `time.monotonic()`.
     fn time(&self) -> f64 {
         clock::monotonic()
-    }
-
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_closed(py)?;
-        if this.debug.get(py) {
-            this.check_thread(py)?;
-            python::check_callback(py, &callback, "call_soon")?;
-        }
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
-        handles::untrack(&handle);
-        this.schedule(py, handle.clone_ref(py));
-        Ok(handle)
     }
 
     #[pyo3(signature = (callback, *args, context=None))]

@@ -110,7 +110,7 @@ fn poll(slf: &Bound<'_, Loop>, mode: RunMode) -> PyResult<()> {
     Ok(())
 }
 
-fn panic_to_pyerr(payload: Box<dyn Any + Send>) -> PyErr {
+pub fn panic_to_pyerr(payload: Box<dyn Any + Send>) -> PyErr {
     let message = if let Some(text) = payload.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = payload.downcast_ref::<String>() {
