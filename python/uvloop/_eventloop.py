@@ -8,6 +8,7 @@ this class provides, so that behaviour and log records match asyncio exactly.
 
 import asyncio
 import errno
+import os
 import signal
 import socket
 import sys
@@ -44,6 +45,8 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         # Signals and Ctrl-C reach the loop through this socket pair (signal.set_wakeup_fd).
         self._ssock = None
         self._csock = None
+        # The wake-up fd this loop replaced for a run: signals it does not handle go on there.
+        self._forward_signals_fd = None
         self.set_debug(coroutines._is_debug_mode())
 
     # asyncio's own implementations: they only use attributes this class provides.
@@ -237,8 +240,19 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
             if not data:
                 return
             for signum in data:
-                if signum:
+                if signum in self._signal_handlers:
                     self._handle_signal(signum)
+                elif signum and self._forward_signals_fd is not None:
+                    self._forward_signal(signum)
+
+    def _forward_signal(self, signum):
+        # asyncio leaves the wake-up fd alone during a run, so another loop's handlers still
+        # get their signals; this loop took the fd over (to wake from libuv's wait) and passes
+        # them on.
+        try:
+            os.write(self._forward_signals_fd, bytes((signum,)))
+        except OSError:
+            pass
 
     def _install_wakeup_fd(self):
         """Point the signal wake-up fd at this loop for the run, so a signal ends the wait.
@@ -249,11 +263,15 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
             return None
         self._ensure_self_pipe()
         try:
-            return signal.set_wakeup_fd(self._csock.fileno())
+            old_fd = signal.set_wakeup_fd(self._csock.fileno())
         except (ValueError, OSError):
             return None
+        if old_fd not in (-1, self._csock.fileno()):
+            self._forward_signals_fd = old_fd
+        return old_fd
 
     def _restore_wakeup_fd(self, old_fd):
+        self._forward_signals_fd = None
         if old_fd is None or self._signal_handlers or self._csock is None:
             return
         if old_fd == self._csock.fileno():

@@ -22,6 +22,7 @@ use crate::clock;
 use crate::gil::{GilCell, GilRefCell};
 use crate::handles::{self, Handle, TimerHandle};
 use crate::python;
+use crate::uv::error::os_error;
 use crate::uv::event_loop::{release_gil_before_poll, UvLoop};
 use crate::uv::handle::Handle as UvHandle;
 use crate::uv::sys;
@@ -191,30 +192,33 @@ impl Loop {
         Ok(timer)
     }
 
+    /// `int(fileobj.fileno())` for objects that are not ints, with asyncio's error.
+    fn fileno_of<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = fileobj.py();
+        if fileobj.is_instance_of::<PyInt>() {
+            return Ok(fileobj.clone());
+        }
+        let fileno = fileobj
+            .call_method0(pyo3::intern!(py, "fileno"))
+            .and_then(|fileno| py.get_type::<PyInt>().call1((fileno,)));
+        match fileno {
+            Err(err)
+                if err.is_instance_of::<PyAttributeError>(py)
+                    || err.is_instance_of::<PyTypeError>(py)
+                    || err.is_instance_of::<PyValueError>(py) =>
+            {
+                Err(PyValueError::new_err(format!(
+                    "Invalid file object: {}",
+                    fileobj.repr()?
+                )))
+            }
+            result => result,
+        }
+    }
+
     /// Converts what add_reader & co. accept to an fd, as `selectors._fileobj_to_fd` does.
     fn fileobj_to_fd(fileobj: &Bound<'_, PyAny>) -> PyResult<c_int> {
-        let py = fileobj.py();
-        let fd = if fileobj.is_instance_of::<PyInt>() {
-            fileobj.clone()
-        } else {
-            let fileno = fileobj
-                .call_method0(pyo3::intern!(py, "fileno"))
-                .and_then(|fileno| py.get_type::<PyInt>().call1((fileno,)));
-            match fileno {
-                Ok(fd) => fd,
-                Err(err)
-                    if err.is_instance_of::<PyAttributeError>(py)
-                        || err.is_instance_of::<PyTypeError>(py)
-                        || err.is_instance_of::<PyValueError>(py) =>
-                {
-                    return Err(PyValueError::new_err(format!(
-                        "Invalid file object: {}",
-                        fileobj.repr()?
-                    )));
-                }
-                Err(err) => return Err(err),
-            }
-        };
+        let fd = Self::fileno_of(fileobj)?;
         if fd.lt(0)? {
             return Err(PyValueError::new_err(format!(
                 "Invalid file descriptor: {fd}"
@@ -232,8 +236,10 @@ impl Loop {
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let fd = Self::fileobj_to_fd(fileobj)?;
+        // asyncio's order: a file object's fileno() first, then the closed check, then the fd.
+        Self::fileno_of(fileobj)?;
         this.check_closed(py)?;
+        let fd = this.lookup_fd(py, fileobj)?;
         let handle = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
         this.ensure_watchers(py)?;
         let replaced = {
@@ -243,7 +249,8 @@ impl Loop {
             };
             watchers
                 .selector
-                .add(fd, fileobj.clone().unbind(), side, handle)?
+                .add(fd, fileobj.clone().unbind(), side, handle)
+                .map_err(os_error)?
         };
         if let Some(old) = replaced {
             Handle::cancel_handle(old.bind(py))?;
@@ -258,10 +265,11 @@ impl Loop {
     ) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
-        let fd = Self::fileobj_to_fd(fileobj)?;
+        Self::fileno_of(fileobj)?;
         if this.closed.get(py) {
             return Ok(false);
         }
+        let fd = this.lookup_fd(py, fileobj)?;
         let (removed, fileobj) = match this.watchers.borrow_mut(py).as_mut() {
             Some(watchers) => watchers.selector.remove(fd, side),
             None => (None, None),
@@ -276,11 +284,28 @@ impl Loop {
         }
     }
 
+    /// The fd of a watched object, as `selectors._BaseSelectorImpl._fileobj_lookup` finds it:
+    /// a socket closed since it was registered is still found by identity.
+    fn lookup_fd(&self, py: Python<'_>, fileobj: &Bound<'_, PyAny>) -> PyResult<c_int> {
+        match Self::fileobj_to_fd(fileobj) {
+            Ok(fd) => Ok(fd),
+            Err(err) if err.is_instance_of::<PyValueError>(py) => {
+                let registered = self
+                    .watchers
+                    .borrow(py)
+                    .as_ref()
+                    .and_then(|watchers| watchers.selector.fd_of(fileobj));
+                registered.ok_or(err)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     fn ensure_watchers(&self, py: Python<'_>) -> PyResult<()> {
         if self.watchers.borrow(py).is_some() {
             return Ok(());
         }
-        let selector = Selector::new()?;
+        let selector = Selector::new().map_err(os_error)?;
         let fd = selector.fd();
         let poll = UvHandle::new(&self.uv, (), |uv_loop, raw| {
             // SAFETY: `raw` is a zeroed uv_poll_t in stable memory; `fd` is our epoll fd.

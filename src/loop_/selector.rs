@@ -209,6 +209,14 @@ impl Selector {
             .flat_map(|key| key.reader.iter().chain(key.writer.iter()))
     }
 
+    /// The fd under which `fileobj` (the very object) was registered.
+    pub fn fd_of(&self, fileobj: &Bound<'_, PyAny>) -> Option<RawFd> {
+        self.keys
+            .iter()
+            .find(|(_, key)| key.fileobj.as_ptr() == fileobj.as_ptr())
+            .map(|(fd, _)| *fd)
+    }
+
     pub fn fileobjs(&self) -> impl Iterator<Item = &Py<PyAny>> {
         self.keys.values().map(|key| &key.fileobj)
     }

@@ -48,3 +48,11 @@ impl From<UvError> for PyErr {
         PyOSError::new_err((errno, text))
     }
 }
+
+/// `OSError(errno, strerror)` for a system call's error (PyO3's own conversion drops the errno).
+pub fn os_error(err: std::io::Error) -> PyErr {
+    match err.raw_os_error() {
+        Some(errno) => UvError(-errno).into(),
+        None => PyOSError::new_err(err.to_string()),
+    }
+}
