@@ -112,6 +112,30 @@ impl Loop {
         Ok(handle)
     }
 
+    /// `call_soon_threadsafe(callback, *args, context=context)`, reached through `fastcall`.
+    pub fn call_soon_threadsafe_impl(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed(py)?;
+        if this.debug.get(py) {
+            python::check_callback(py, &callback, "call_soon_threadsafe")?;
+        }
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        handles::untrack(&handle);
+        // The GIL serialises this with the loop thread, which only reads the queue while holding
+        // it; a loop that is not in its blocking wait sees the handle before it waits again.
+        this.schedule(py, handle.clone_ref(py));
+        if this.uv.is_waiting() {
+            this.wake(py);
+        }
+        Ok(handle)
+    }
+
     fn check_closed(&self, py: Python<'_>) -> PyResult<()> {
         if self.closed.get(py) {
             return Err(PyRuntimeError::new_err("Event loop is closed"));
@@ -377,28 +401,6 @@ impl Loop {
     /// `time.monotonic()`.
     fn time(&self) -> f64 {
         clock::monotonic()
-    }
-
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_closed(py)?;
-        if this.debug.get(py) {
-            python::check_callback(py, &callback, "call_soon_threadsafe")?;
-        }
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
-        handles::untrack(&handle);
-        // The GIL serialises this with the loop thread, which only reads the queue while holding
-        // it; the wake-up ends a blocking wait that may have started before the push.
-        this.schedule(py, handle.clone_ref(py));
-        this.wake(py);
-        Ok(handle)
     }
 
     #[pyo3(signature = (delay, callback, *args, context=None))]

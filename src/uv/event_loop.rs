@@ -12,6 +12,7 @@ use std::mem::ManuallyDrop;
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::ffi;
 use pyo3::Python;
@@ -32,6 +33,10 @@ struct LoopBox {
     panic: Cell<Option<Box<dyn Any + Send>>>,
     /// Set while the current `uv_run` may block, so the prepare callback releases the GIL.
     may_block: Cell<bool>,
+    /// True from just before the GIL is released for a blocking wait until it is taken back:
+    /// other threads (which can only look while they hold the GIL) need to wake the loop only
+    /// then, since otherwise it checks its queue before it blocks again.
+    waiting: AtomicBool,
 }
 
 pub struct UvLoop {
@@ -52,6 +57,11 @@ pub const RUN_ONCE: RunMode = sys::uv_run_mode_UV_RUN_ONCE;
 pub const RUN_NOWAIT: RunMode = sys::uv_run_mode_UV_RUN_NOWAIT;
 
 impl UvLoop {
+    /// Whether the loop thread is (or is about to be) blocked in its wait with the GIL released.
+    pub fn is_waiting(&self) -> bool {
+        self.inner.waiting.load(Ordering::Acquire)
+    }
+
     pub fn new() -> Result<Self, UvError> {
         let mut inner = Box::new(LoopBox {
             // SAFETY: uv_loop_t is plain C data; uv_loop_init initialises it in place.
@@ -60,6 +70,7 @@ impl UvLoop {
             owner: Cell::new(ptr::null()),
             panic: Cell::new(None),
             may_block: Cell::new(false),
+            waiting: AtomicBool::new(false),
         });
         // SAFETY: `raw` sits in a Box, so its address never changes after init, as libuv requires
         // (the loop keeps pointers into itself).
@@ -156,6 +167,7 @@ impl LoopBox {
             // SAFETY: `tstate` was returned by PyEval_SaveThread on this thread (release_gil) and
             // the GIL has not been re-taken since.
             unsafe { ffi::PyEval_RestoreThread(tstate) };
+            self.waiting.store(false, Ordering::Release);
         }
     }
 
@@ -173,6 +185,7 @@ impl LoopBox {
         if !changes_pending && unsafe { sys::uv_backend_timeout(&raw const self.raw) } == 0 {
             return;
         }
+        self.waiting.store(true, Ordering::Release);
         // SAFETY: this thread holds the GIL (callbacks run inside `run`, which is called with the
         // GIL), and nothing touches Python until reacquire_gil, which every callback calls first.
         self.released.set(unsafe { ffi::PyEval_SaveThread() });
