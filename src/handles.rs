@@ -24,6 +24,9 @@ struct Call {
 pub struct Handle {
     call: GilRefCell<Option<Call>>,
     context: Py<PyAny>,
+    /// The context is a copy this handle made and nobody else has seen: kept out of the cyclic
+    /// GC like the handle itself (see `untrack_context`).
+    context_untracked: GilCell<bool>,
     event_loop: Py<Loop>,
     cancelled: GilCell<bool>,
     /// `format_helpers.extract_stack()` at creation, in debug mode only.
@@ -48,9 +51,9 @@ impl Handle {
         event_loop: Py<Loop>,
         debug: bool,
     ) -> PyResult<Self> {
-        let context = match context {
-            Some(context) => context,
-            None => copy_current_context(py)?,
+        let (context, context_untracked) = match context {
+            Some(context) => (context, false),
+            None => (untrack_context(copy_current_context(py)?), true),
         };
         let source_traceback = if debug {
             Some(python::extract_stack(py)?)
@@ -60,11 +63,21 @@ impl Handle {
         Ok(Self {
             call: GilRefCell::new(Some(Call { callback, args })),
             context,
+            context_untracked: GilCell::new(context_untracked),
             event_loop,
             cancelled: GilCell::new(false),
             source_traceback,
             repr: GilRefCell::new(None),
         })
+    }
+
+    /// The context, for someone else to hold: back under the GC first.
+    fn shared_context(&self, py: Python<'_>) -> Py<PyAny> {
+        if self.context_untracked.get(py) {
+            self.context_untracked.set(py, false);
+            track_context(&self.context);
+        }
+        self.context.clone_ref(py)
     }
 
     pub fn is_cancelled(&self, py: Python<'_>) -> bool {
@@ -180,6 +193,40 @@ pub fn visit_owned(
     }
 }
 
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // CPython's Context dealloc unlinks the object from the GC unconditionally, so a context
+        // must be tracked again before its last reference can go; the handle's may be the last.
+        // SAFETY: handles are dropped with the GIL held (tp_dealloc, or a failed construction
+        // inside a Loop method).
+        let py = unsafe { Python::assume_attached() };
+        if self.context_untracked.get(py) {
+            track_context(&self.context);
+        }
+    }
+}
+
+/// Takes a context copy that only its handle references out of the cyclic GC: contexts of
+/// pending callbacks otherwise pile up in the older generations and are traversed by every
+/// collection. Every path that shares or drops the context tracks it again (`track_context`),
+/// and a context cannot reach Python code by another path: `PyContext_Enter` makes it current
+/// without handing it out, and what keeps a reference meanwhile (a ContextVar token) is only a
+/// reason more to track it before the handle lets go.
+fn untrack_context(context: Py<PyAny>) -> Py<PyAny> {
+    // SAFETY: a live, tracked context object fresh from PyContext_CopyCurrent.
+    unsafe { ffi::PyObject_GC_UnTrack(context.as_ptr().cast()) };
+    context
+}
+
+fn track_context(context: &Py<PyAny>) {
+    // SAFETY: a live context object; tracked only when untracked, as PyObject_GC_Track requires.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(context.as_ptr()) == 0 {
+            ffi::PyObject_GC_Track(context.as_ptr().cast());
+        }
+    }
+}
+
 /// `contextvars.copy_context()`.
 pub fn copy_current_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     // SAFETY: GIL held; PyContext_CopyCurrent returns a new reference or NULL with an exception.
@@ -229,7 +276,7 @@ impl Handle {
     }
 
     fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.context.clone_ref(py)
+        self.shared_context(py)
     }
 
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -272,7 +319,7 @@ impl Handle {
 
     #[getter]
     fn _context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.context.clone_ref(py)
+        self.shared_context(py)
     }
 
     #[getter]
