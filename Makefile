@@ -20,23 +20,23 @@ VENVS := .venvs
 test: cargo-test pytest-all
 
 bench: libclang
-	$(MAIN_PYTHON) bench/run.py
+	@$(MAIN_PYTHON) bench/run.py
 
 libclang:
-	if ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+	@if ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
 	  echo "libclang missing: installing libclang-dev (needed by libuv-sys2's bindgen)"
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo )
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libclang-dev
 	fi
 
 cargo-test: libclang
-	libdir=$$($(MAIN_PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+	@libdir=$$($(MAIN_PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 	PYO3_PYTHON=$(MAIN_PYTHON) LD_LIBRARY_PATH=$$libdir cargo test
 
 # One virtualenv and one fresh release build per Python; each build has its own target dir
 # so that switching interpreters does not rebuild everything.
 pytest-all: libclang
-	failed=""
+	@failed=""
 	for py in $(PYTHONS); do
 	  tag=$$($$py -c 'import sys; print("py%d.%d" % sys.version_info[:2])')
 	  echo "=== $$tag: $$py"
