@@ -193,7 +193,7 @@ def test_each_signal_runs_its_own_handler(loop):
 
 def test_handler_runs_once_per_delivered_signal(loop):
     count = 0
-    event = asyncio.Event()
+    event = None  # made inside the loop: on 3.9 an Event binds the loop current at creation
 
     def handler():
         nonlocal count
@@ -203,6 +203,8 @@ def test_handler_runs_once_per_delivered_signal(loop):
     loop.add_signal_handler(signal.SIGUSR1, handler)
 
     async def main():
+        nonlocal event
+        event = asyncio.Event()
         for i in range(1, 6):
             event.clear()
             kill_later(0.01)
