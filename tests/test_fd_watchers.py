@@ -576,6 +576,36 @@ def test_remove_writer_of_closed_socket_object(loop):
     assert calls == []
 
 
+def test_key_keeps_object_it_was_registered_with(loop):
+    # asyncio replaces a reader with selector.modify(fd, ...), which changes the key's events and
+    # data but keeps its fileobj: the socket first registered is still found by identity after
+    # it was closed, although the reader was replaced through its fd number.
+    a, b = socket.socketpair()
+    calls = []
+    loop.add_reader(a, calls.append, "first")
+    loop.add_reader(a.fileno(), calls.append, "second")
+    a.close()
+    b.close()
+    assert loop.remove_reader(a) is True
+    settle(loop)
+    assert calls == []
+
+
+def test_fd_number_too_large(loop):
+    # Such an fd can never be registered: removing it answers False (a dict lookup in
+    # selectors), adding it fails where the number is converted to a C int.
+    for fd in (2**31, 2**63, 2**64):
+        assert loop.remove_reader(fd) is False
+        assert loop.remove_writer(fd) is False
+        with pytest.raises(OverflowError):
+            loop.add_reader(fd, lambda: None)
+        with pytest.raises(OverflowError):
+            loop.add_writer(fd, lambda: None)
+    with pytest.raises(OverflowError):
+        loop.add_reader(FilenoObject(2**70), lambda: None)
+    assert loop.remove_reader(FilenoObject(2**70)) is False
+
+
 def unused_fd_number():
     """A descriptor number that is closed, and high enough not to be reused by the loop."""
     r, w = os.pipe()
@@ -626,7 +656,9 @@ def call_watch(loop, method, fileobj):
 
 
 @pytest.mark.parametrize("method", WATCH_METHODS)
-@pytest.mark.parametrize("fileobj", ["abc", None, 3.0, object(), b"1"], ids=repr)
+@pytest.mark.parametrize(
+    "fileobj", ["abc", None, 3.0, object(), b"1"], ids=lambda v: type(v).__name__
+)
 def test_non_file_object_is_value_error(loop, method, fileobj):
     with pytest.raises(ValueError) as info:
         call_watch(loop, method, fileobj)
@@ -745,6 +777,42 @@ def test_close_drops_watchers_and_releases_callbacks(loop, pipe):
     loop.close()
     gc.collect()
     assert ref() is None
+
+
+def test_close_leaves_watched_fds_open(loop, pipe, sockpair):
+    # Closing the loop closes its selector, not the descriptors it was watching.
+    r, w, _ = pipe
+    a, b = sockpair
+    loop.add_reader(r, lambda: None)
+    loop.add_writer(a, lambda: None)
+    loop.close()
+    os.write(w, b"still open")
+    assert os.read(r, 100) == b"still open"
+    b.send(b"socket too")
+    assert a.recv(100) == b"socket too"
+
+
+def test_remove_reader_releases_callback_and_file_object(loop, pipe):
+    # The selector key holds the file object and the handle holds callback and args while
+    # registered; removal (the handle is cancelled) lets them all go.
+    r, w, _ = pipe
+
+    class Arg:
+        pass
+
+    class Callback:
+        def __call__(self, arg):
+            pass
+
+    obj, cb, arg = FilenoObject(r), Callback(), Arg()
+    refs = [weakref.ref(x) for x in (obj, cb, arg)]
+    loop.add_reader(obj, cb, arg)
+    del obj, cb, arg
+    gc.collect()
+    assert all(ref() is not None for ref in refs)
+    assert loop.remove_reader(r) is True
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
 
 
 # --- many fds -------------------------------------------------------------------------------

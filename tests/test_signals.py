@@ -10,6 +10,7 @@ kill the test process at the next signal) or leave a dangling wake-up fd behind.
 """
 
 import asyncio
+import contextvars
 import os
 import signal
 import socket
@@ -428,6 +429,65 @@ def test_run_leaves_wakeup_fd_as_it_was(loop):
         other.close()
 
 
+def test_signals_reach_users_wakeup_fd_during_run(loop):
+    # A program's own wake-up fd (set before the loop runs) keeps receiving the numbers of
+    # signals it has Python handlers for: asyncio's run_forever leaves the wake-up fd alone.
+    signal.signal(signal.SIGUSR2, lambda signum, frame: None)
+    mine, other = socket.socketpair()
+    try:
+        mine.setblocking(False)
+        other.setblocking(False)
+        signal.set_wakeup_fd(other.fileno())
+
+        async def main():
+            kill_self(signal.SIGUSR2)
+            await asyncio.sleep(0.05)
+
+        run(loop, main())
+        assert current_wakeup_fd() == other.fileno()
+        assert mine.recv(100) == bytes([signal.SIGUSR2])
+    finally:
+        signal.set_wakeup_fd(-1)
+        mine.close()
+        other.close()
+
+
+def test_wakeup_fd_restored_when_run_forever_raises(loop):
+    assert current_wakeup_fd() == -1
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    loop.call_soon(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_forever()
+    assert current_wakeup_fd() == -1
+    assert not loop.is_running()
+
+
+def test_handler_runs_in_context_of_add_signal_handler(loop):
+    var = contextvars.ContextVar("var")
+    var.set("at add_signal_handler")
+    fut = loop.create_future()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: fut.set_result(var.get()))
+    var.set("later")
+
+    async def main():
+        kill_self()
+        return await asyncio.wait_for(fut, PROMPT)
+
+    assert run(loop, main()) == "at add_signal_handler"
+
+
+def test_remove_after_handler_replaced_with_signal_signal(loop):
+    # remove_signal_handler does not look at what is installed now: it reports that the loop
+    # had a handler and resets the signal to SIG_DFL.
+    loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    assert loop.remove_signal_handler(signal.SIGUSR1) is True
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 
@@ -628,6 +688,21 @@ CHILD_SCRIPTS = {
             loop.run_forever()
         except KeyboardInterrupt:
             say("KI")
+            loop.close()
+            sys.exit(0)
+        sys.exit(1)
+    """,
+    # Blocked waiting for an fd that never becomes readable.
+    "run_forever_reader": """
+        loop = new_loop()
+        r, w = os.pipe()
+        loop.add_reader(r, say, "READABLE")
+        loop.call_soon(say, "READY")
+        try:
+            loop.run_forever()
+        except KeyboardInterrupt:
+            say("KI")
+            loop.remove_reader(r)
             loop.close()
             sys.exit(0)
         sys.exit(1)

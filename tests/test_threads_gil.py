@@ -11,6 +11,7 @@ sleeps.
 
 import asyncio
 import concurrent.futures
+import contextvars
 import os
 import threading
 import time
@@ -200,17 +201,23 @@ def test_call_soon_threadsafe_from_many_threads(loop):
         assert [i for tt, i in seen if tt == t] == list(range(calls_n))
 
 
-def test_call_soon_threadsafe_wakes_run_forever_without_timers(loop):
+@pytest.mark.parametrize("blocked_on", ["nothing", "far_timer", "fd"])
+def test_call_soon_threadsafe_wakes_blocked_run_forever(loop, blocked_on):
     r, w = os.pipe()
+    r2, w2 = os.pipe()
     woke = []
     try:
         # Watchdog by another route (an fd), in case the wake-up is lost.
         loop.add_reader(r, loop.stop)
         watchdog = threading.Timer(20, os.write, (w, b"x"))
         watchdog.start()
+        if blocked_on == "far_timer":
+            loop.call_later(3600, lambda: None)
+        elif blocked_on == "fd":
+            loop.add_reader(r2, lambda: None)  # never readable
 
-        def wake():
-            woke.append(time.monotonic())
+        def wake(*args):
+            woke.append((time.monotonic(), args))
             loop.stop()
 
         sent = []
@@ -218,7 +225,7 @@ def test_call_soon_threadsafe_wakes_run_forever_without_timers(loop):
         def sender():
             time.sleep(0.1)
             sent.append(time.monotonic())
-            loop.call_soon_threadsafe(wake)
+            loop.call_soon_threadsafe(wake, "from", "thread")
 
         thread = threading.Thread(target=sender)
         thread.start()
@@ -228,11 +235,34 @@ def test_call_soon_threadsafe_wakes_run_forever_without_timers(loop):
             watchdog.cancel()
             thread.join()
             loop.remove_reader(r)
+            loop.remove_reader(r2)
     finally:
-        os.close(r)
-        os.close(w)
-    assert len(woke) == 1, "call_soon_threadsafe did not wake the idle loop"
-    assert woke[0] - sent[0] < 5
+        for fd in (r, w, r2, w2):
+            os.close(fd)
+    assert len(woke) == 1, "call_soon_threadsafe did not wake the blocked loop"
+    assert woke[0][1] == ("from", "thread")
+    assert woke[0][0] - sent[0] < 5
+
+
+def test_call_soon_threadsafe_with_context_from_thread(loop):
+    var = contextvars.ContextVar("var", default="unset")
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in given context")
+    fut = loop.create_future()
+
+    def callback(tag):
+        fut.set_result((tag, var.get()))
+
+    async def main():
+        thread = threading.Thread(
+            target=lambda: loop.call_soon_threadsafe(callback, "tag", context=ctx)
+        )
+        thread.start()
+        result = await asyncio.wait_for(fut, 10)
+        thread.join()
+        return result
+
+    assert run(loop, main()) == ("tag", "in given context")
 
 
 def test_call_soon_threadsafe_ping_pong(loop):

@@ -293,7 +293,14 @@ impl Loop {
         if this.closed.get(py) {
             return Ok(false);
         }
-        let fd = this.lookup_fd(py, fileobj)?;
+        let fd = match this.lookup_fd(py, fileobj) {
+            Ok(fd) => fd,
+            // A number no fd can have is simply not registered (asyncio looks it up in a dict).
+            Err(err) if err.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) => {
+                return Ok(false)
+            }
+            Err(err) => return Err(err),
+        };
         let (removed, fileobj) = match this.watchers.borrow_mut(py).as_mut() {
             Some(watchers) => watchers.selector.remove(fd, side),
             None => (None, None),

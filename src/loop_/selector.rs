@@ -106,7 +106,9 @@ impl Selector {
                 };
                 let old = slot.replace(handle);
                 let events = key.epoll_events();
-                key.fileobj = fileobj;
+                // As selectors' modify(): the key keeps the object it was registered with, which
+                // is how a socket closed since is still found (`fd_of`).
+                drop(fileobj);
                 if let Err(err) = self.ctl(libc::EPOLL_CTL_MOD, fd, events) {
                     // Leave the key as it was; the new handle is dropped, the old one stays.
                     if let Some(key) = self.keys.get_mut(&fd) {
