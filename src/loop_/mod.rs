@@ -99,17 +99,7 @@ impl Loop {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
-        this.check_closed(py)?;
-        if this.debug.get(py) {
-            this.check_thread(py)?;
-            python::check_callback(py, &callback, "call_soon")?;
-        }
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
-        handles::untrack(&handle);
-        this.schedule(py, handle.clone_ref(py));
-        Ok(handle)
+        Self::schedule_soon(slf, callback, args, context, "call_soon")
     }
 
     /// `call_soon_threadsafe(callback, *args, context=context)`, reached through `fastcall`.
@@ -121,18 +111,36 @@ impl Loop {
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let this = slf.get();
-        this.check_closed(py)?;
-        if this.debug.get(py) {
-            python::check_callback(py, &callback, "call_soon_threadsafe")?;
-        }
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
-        handles::untrack(&handle);
+        let handle = Self::schedule_soon(slf, callback, args, context, "call_soon_threadsafe")?;
         // The GIL serialises this with the loop thread, which only reads the queue while holding
         // it; a loop that is not in its blocking wait sees the handle before it waits again.
-        this.schedule(py, handle.clone_ref(py));
         if this.uv.is_waiting() {
             this.wake(py);
         }
+        Ok(handle)
+    }
+
+    /// The part call_soon and call_soon_threadsafe share: checks, the handle, the queue.
+    fn schedule_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        method: &str,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed(py)?;
+        if this.debug.get(py) {
+            // Only call_soon belongs to the loop's thread.
+            if method == "call_soon" {
+                this.check_thread(py)?;
+            }
+            python::check_callback(py, &callback, method)?;
+        }
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        handles::untrack(&handle);
+        this.schedule(py, handle.clone_ref(py));
         Ok(handle)
     }
 
