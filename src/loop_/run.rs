@@ -69,15 +69,12 @@ fn run_once(slf: &Bound<'_, Loop>) -> PyResult<()> {
         // Busy: poll for I/O once POLL_INTERVAL has passed. Without timers to expire, the clock
         // (a measurable part of a short iteration) is only read every few iterations.
         let busy = this.busy_iterations.get(py) + 1;
-        this.busy_iterations.set(py, busy);
-        if (has_timers || busy >= CLOCK_READ_EVERY)
-            && clock::monotonic() - this.last_poll.get(py) >= POLL_INTERVAL
-        {
+        let read_clock = has_timers || busy >= CLOCK_READ_EVERY;
+        this.busy_iterations
+            .set(py, if read_clock { 0 } else { busy });
+        if read_clock && clock::monotonic() - this.last_poll.get(py) >= POLL_INTERVAL {
             poll(slf, RUN_NOWAIT)?;
             this.last_poll.set(py, clock::monotonic());
-            this.busy_iterations.set(py, 0);
-        } else if busy >= CLOCK_READ_EVERY {
-            this.busy_iterations.set(py, 0);
         }
     }
     if has_timers {
