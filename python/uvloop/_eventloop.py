@@ -9,13 +9,14 @@ this class provides, so that behaviour and log records match asyncio exactly.
 import asyncio
 import errno
 import os
+import selectors
 import signal
 import socket
 import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, coroutines, events, log
+from asyncio import base_events, coroutines, events, log, selector_events, unix_events
 
 from . import loop as _native
 
@@ -47,7 +48,13 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         self._csock = None
         # The wake-up fd this loop replaced for a run: signals it does not handle go on there.
         self._forward_signals_fd = None
+        # fd -> transport, so that add_reader() refuses an fd a transport owns (as asyncio).
+        self._transports = weakref.WeakValueDictionary()
         self.set_debug(coroutines._is_debug_mode())
+
+    @property
+    def _selector(self):
+        return _SelectorView(self)
 
     # asyncio's own implementations: they only use attributes this class provides.
     __repr__ = _Base.__repr__
@@ -219,12 +226,12 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         ssock.setblocking(False)
         csock.setblocking(False)
         self._ssock, self._csock = ssock, csock
-        self.add_reader(ssock.fileno(), self._read_from_self)
+        self._add_reader(ssock.fileno(), self._read_from_self)
 
     def _close_self_pipe(self):
         if self._ssock is None:
             return
-        self.remove_reader(self._ssock.fileno())
+        self._remove_reader(self._ssock.fileno())
         self._ssock.close()
         self._csock.close()
         self._ssock = self._csock = None
@@ -286,6 +293,73 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
             signal.set_wakeup_fd(-1)
         except (ValueError, OSError) as exc:
             log.logger.info("set_wakeup_fd(-1) failed: %s", exc)
+
+
+# Networking, once per connection or per call: asyncio's own code of the running Python, which
+# only needs the attributes above (_add_reader and friends, _transports, _selector). The
+# most derived class that defines a name wins, as in the MRO of asyncio's unix loop.
+_BORROWED = (
+    # servers, connections, resolution
+    "create_connection", "_connect_sock", "_create_connection_transport", "_ensure_resolved",
+    "getaddrinfo", "getnameinfo", "_getaddrinfo_debug", "create_server",
+    "_create_server_getaddrinfo", "connect_accepted_socket", "start_tls",
+    "create_unix_connection", "create_unix_server", "_start_serving", "_stop_serving",
+    "_accept_connection", "_accept_connection2", "_make_socket_transport",
+    "_make_ssl_transport", "create_datagram_endpoint", "_make_datagram_transport",
+    # pipes
+    "connect_read_pipe", "connect_write_pipe", "_make_read_pipe_transport",
+    "_make_write_pipe_transport",
+    # fd watchers: the public methods check that no transport owns the fd
+    "add_reader", "remove_reader", "add_writer", "remove_writer", "_ensure_fd_no_transport",
+    # sock_* and sendfile
+    "sock_recv", "_sock_recv", "sock_recv_into", "_sock_recv_into", "sock_recvfrom",
+    "_sock_recvfrom", "sock_recvfrom_into", "_sock_recvfrom_into", "sock_sendall",
+    "_sock_sendall", "sock_sendto", "_sock_sendto", "sock_connect", "_sock_connect",
+    "_sock_connect_cb", "sock_accept", "_sock_accept", "_sock_read_done", "_sock_write_done",
+    "sendfile", "_sendfile_native", "_sendfile_fallback", "sock_sendfile",
+    "_sock_sendfile_native", "_sock_sendfile_native_impl", "_sock_sendfile_update_filepos",
+    "_sock_sendfile_fallback", "_check_sendfile_params", "_sock_add_cancellation_callback",
+)
+
+
+def _borrow_networking(cls):
+    sources = (
+        unix_events._UnixSelectorEventLoop,
+        selector_events.BaseSelectorEventLoop,
+        base_events.BaseEventLoop,
+    )
+    for name in _BORROWED:
+        for source in sources:
+            if name in vars(source):
+                setattr(cls, name, vars(source)[name])
+                break
+
+
+_borrow_networking(Loop)
+
+
+class _SelectorView:
+    """What asyncio's transports read of their loop's selector (in their repr)."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop):
+        self._loop = loop
+
+    def get_key(self, fd):
+        key = self.get_map().get(fd)
+        if key is None:
+            raise KeyError(fd)
+        return key
+
+    def get_map(self):
+        return self
+
+    def get(self, fd, default=None):
+        events = self._loop._watched_events(fd) if isinstance(fd, int) else 0
+        if not events:
+            return default
+        return selectors.SelectorKey(fd, fd, events, None)
 
 
 def new_event_loop():

@@ -265,7 +265,7 @@ impl Loop {
         side: Side,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let this = slf.get();
         // asyncio's order: a file object's fileno() first, then the closed check, then the fd.
@@ -281,13 +281,13 @@ impl Loop {
             };
             watchers
                 .selector
-                .add(fd, fileobj.clone().unbind(), side, handle)
+                .add(fd, fileobj.clone().unbind(), side, handle.clone_ref(py))
                 .map_err(os_error)?
         };
         if let Some(old) = replaced {
             Handle::cancel_handle(old.bind(py))?;
         }
-        Ok(())
+        Ok(handle)
     }
 
     fn remove_watcher(
@@ -634,32 +634,43 @@ impl Loop {
         self.wake(py);
     }
 
+    /// asyncio's `_add_reader`: the public add_reader (in Python) first checks that no
+    /// transport owns the fd. Returns the handle, which asyncio's sock_* methods keep.
     #[pyo3(signature = (fd, callback, *args))]
-    fn add_reader(
+    fn _add_reader(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Py<Handle>> {
         Self::add_watcher(slf, fd, Side::Reader, callback, args)
     }
 
-    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         Self::remove_watcher(slf, fd, Side::Reader)
     }
 
     #[pyo3(signature = (fd, callback, *args))]
-    fn add_writer(
+    fn _add_writer(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Py<Handle>> {
         Self::add_watcher(slf, fd, Side::Writer, callback, args)
     }
 
-    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         Self::remove_watcher(slf, fd, Side::Writer)
+    }
+
+    /// The selectors.EVENT_* mask watched on `fd` (0 when none), for the selector view that
+    /// asyncio's transports consult in their repr.
+    fn _watched_events(&self, py: Python<'_>, fd: c_int) -> u32 {
+        match self.watchers.borrow(py).as_ref() {
+            Some(watchers) => watchers.selector.watched_events(fd),
+            None => 0,
+        }
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {

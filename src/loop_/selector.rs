@@ -205,6 +205,13 @@ impl Selector {
             .collect()
     }
 
+    /// `selectors.EVENT_READ` (1) and/or `EVENT_WRITE` (2) for the sides watched on `fd`.
+    pub fn watched_events(&self, fd: RawFd) -> u32 {
+        self.keys.get(&fd).map_or(0, |key| {
+            u32::from(key.reader.is_some()) | u32::from(key.writer.is_some()) << 1
+        })
+    }
+
     pub fn handles(&self) -> impl Iterator<Item = &Py<Handle>> {
         self.keys
             .values()
