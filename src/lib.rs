@@ -5,6 +5,7 @@ mod gil;
 mod handles;
 mod loop_;
 mod python;
+mod transports;
 mod uv;
 
 use pyo3::prelude::*;
@@ -17,5 +18,6 @@ fn uvloop_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     loop_::install_fast_methods(module.py())?;
     module.add_class::<handles::Handle>()?;
     module.add_class::<handles::TimerHandle>()?;
+    module.add_class::<transports::StreamTransport>()?;
     Ok(())
 }

@@ -29,6 +29,8 @@ macro_rules! python_object {
 
 python_object!(future_type, "asyncio", "Future");
 python_object!(task_type, "asyncio", "Task");
+python_object!(buffered_protocol_type, "asyncio", "BufferedProtocol");
+python_object!(asyncio_logger, "asyncio.log", "logger");
 python_object!(
     support_extract_stack,
     "uvloop._native_support",
@@ -50,6 +52,12 @@ python_object!(
     "uvloop._native_support",
     "check_callback"
 );
+
+/// `asyncio.log.logger.warning(message)`.
+pub fn log_warning(py: Python<'_>, message: &str) -> PyResult<()> {
+    asyncio_logger(py)?.call_method1(pyo3::intern!(py, "warning"), (message,))?;
+    Ok(())
+}
 
 /// `format_helpers.extract_stack()` starting at the Python code that called into the loop.
 pub fn extract_stack(py: Python<'_>) -> PyResult<Py<PyAny>> {

@@ -18,6 +18,7 @@ import warnings
 import weakref
 from asyncio import base_events, coroutines, events, log, selector_events, unix_events
 
+from . import _transports
 from . import loop as _native
 
 _Base = base_events.BaseEventLoop
@@ -55,6 +56,9 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
     @property
     def _selector(self):
         return _SelectorView(self)
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
 
     # asyncio's own implementations: they only use attributes this class provides.
     __repr__ = _Base.__repr__
@@ -304,8 +308,7 @@ _BORROWED = (
     "getaddrinfo", "getnameinfo", "_getaddrinfo_debug", "create_server",
     "_create_server_getaddrinfo", "connect_accepted_socket", "start_tls",
     "create_unix_connection", "create_unix_server", "_start_serving", "_stop_serving",
-    "_accept_connection", "_accept_connection2", "_make_socket_transport",
-    "_make_ssl_transport", "create_datagram_endpoint", "_make_datagram_transport",
+    "_accept_connection", "_accept_connection2", "_make_ssl_transport", "create_datagram_endpoint", "_make_datagram_transport",
     # pipes
     "connect_read_pipe", "connect_write_pipe", "_make_read_pipe_transport",
     "_make_write_pipe_transport",

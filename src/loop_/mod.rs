@@ -22,12 +22,22 @@ use crate::clock;
 use crate::gil::{GilCell, GilRefCell};
 use crate::handles::{self, Handle, TimerHandle};
 use crate::python;
+use crate::transports::StreamTransport;
 use crate::uv::error::os_error;
 use crate::uv::event_loop::{release_gil_before_poll, UvLoop};
 use crate::uv::handle::Handle as UvHandle;
 use crate::uv::sys;
 
-use selector::{Selector, Side};
+use selector::{Interest, Selector, Side};
+pub use selector::{READABLE, WRITABLE};
+
+/// An entry of the ready queue.
+pub enum Ready {
+    Call(Py<Handle>),
+    /// A native transport's fd is ready for these interests (asyncio would queue its
+    /// `_read_ready`/`_write_ready` handles here).
+    Io(Py<StreamTransport>, Interest),
+}
 use timer_heap::TimerHeap;
 
 /// The libuv handles every loop has: the wake-up for other threads, the timer that bounds the
@@ -51,7 +61,7 @@ struct Watchers {
 #[pyclass(frozen, subclass, weakref, module = "uvloop.loop", name = "Loop")]
 pub struct Loop {
     /// Callbacks to run in the next iteration, in order.
-    ready: GilRefCell<VecDeque<Py<Handle>>>,
+    ready: GilRefCell<VecDeque<Ready>>,
     timers: GilRefCell<TimerHeap<Py<TimerHandle>>>,
     /// Cancelled timers still in the heap, as asyncio's `_timer_cancelled_count`.
     timer_cancelled_count: GilCell<usize>,
@@ -183,7 +193,31 @@ impl Loop {
     }
 
     fn schedule(&self, py: Python<'_>, handle: Py<Handle>) {
-        self.ready.borrow_mut(py).push_back(handle);
+        self.ready.borrow_mut(py).push_back(Ready::Call(handle));
+    }
+
+    /// Sets what a native transport waits for on its fd; the previous registration (if the
+    /// interest drops to nothing) is released outside the borrow.
+    pub fn set_stream_interest(
+        &self,
+        py: Python<'_>,
+        fd: c_int,
+        stream: &Py<StreamTransport>,
+        interest: Interest,
+    ) -> PyResult<()> {
+        if interest != 0 {
+            self.check_closed(py)?;
+            self.ensure_watchers(py)?;
+        }
+        let removed = match self.watchers.borrow_mut(py).as_mut() {
+            Some(watchers) => watchers
+                .selector
+                .set_stream(fd, stream, interest, py)
+                .map_err(os_error)?,
+            None => None,
+        };
+        drop(removed);
+        Ok(())
     }
 
     fn wake(&self, py: Python<'_>) {
@@ -677,8 +711,11 @@ impl Loop {
         // SAFETY: tp_traverse runs with the GIL held by the collector.
         let py = unsafe { Python::assume_attached() };
         if let Some(ready) = self.ready.try_borrow(py) {
-            for handle in ready.iter() {
-                handles::visit_owned(py, handle.bind(py), &visit)?;
+            for entry in ready.iter() {
+                match entry {
+                    Ready::Call(handle) => handles::visit_owned(py, handle.bind(py), &visit)?,
+                    Ready::Io(stream, _) => visit.call(stream)?,
+                }
             }
         }
         if let Some(timers) = self.timers.try_borrow(py) {
@@ -693,6 +730,9 @@ impl Loop {
                 }
                 for fileobj in watchers.selector.fileobjs() {
                     visit.call(fileobj)?;
+                }
+                for stream in watchers.selector.streams() {
+                    visit.call(stream)?;
                 }
             }
         }

@@ -12,10 +12,11 @@ use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::Loop;
+use super::{Loop, Ready};
 use crate::clock;
 use crate::handles::{self, Handle, Outcome};
 use crate::python;
+use crate::transports::StreamTransport;
 use crate::uv::event_loop::{guard_callback, owner_of, RunMode, RUN_NOWAIT, RUN_ONCE};
 use crate::uv::sys;
 
@@ -218,25 +219,32 @@ fn run_ready(slf: &Bound<'_, Loop>) -> PyResult<()> {
     let this = slf.get();
     let batch = this.ready.borrow(py).len();
     for _ in 0..batch {
-        let Some(handle) = this.ready.borrow_mut(py).pop_front() else {
+        let Some(entry) = this.ready.borrow_mut(py).pop_front() else {
             break;
         };
-        let handle = handle.into_bound(py);
-        if handle.get().is_cancelled(py) {
-            handles::release(handle.unbind());
-            continue;
-        }
-        let outcome = if this.debug.get(py) {
-            run_timed(this, &handle)
-        } else {
-            Handle::run(&handle)
+        let outcome = match entry {
+            Ready::Call(handle) => run_handle(this, handle.into_bound(py)),
+            Ready::Io(stream, interest) => StreamTransport::on_ready(stream.bind(py), interest),
         };
-        handles::release(handle.unbind());
         if let Outcome::Escape(err) = outcome {
             return Err(err);
         }
     }
     Ok(())
+}
+
+fn run_handle(this: &Loop, handle: Bound<'_, Handle>) -> Outcome {
+    if handle.get().is_cancelled(handle.py()) {
+        handles::release(handle.unbind());
+        return Outcome::Done;
+    }
+    let outcome = if this.debug.get(handle.py()) {
+        run_timed(this, &handle)
+    } else {
+        Handle::run(&handle)
+    };
+    handles::release(handle.unbind());
+    outcome
 }
 
 /// Debug mode: remember the running handle and warn about slow callbacks.
@@ -281,14 +289,21 @@ pub unsafe extern "C" fn on_selector_ready(
 }
 
 fn dispatch_selector_events(this: &Loop, py: Python<'_>) {
-    let (ready, cancelled) = match this.watchers.borrow_mut(py).as_mut() {
+    let found = match this.watchers.borrow_mut(py).as_mut() {
         Some(watchers) => watchers.selector.collect(py),
         None => return,
     };
-    for handle in ready {
-        this.schedule(py, handle);
+    {
+        let mut ready = this.ready.borrow_mut(py);
+        ready.extend(found.handles.into_iter().map(Ready::Call));
+        ready.extend(
+            found
+                .streams
+                .into_iter()
+                .map(|(stream, interest)| Ready::Io(stream, interest)),
+        );
     }
-    for (fd, side) in cancelled {
+    for (fd, side) in found.cancelled {
         let removed = match this.watchers.borrow_mut(py).as_mut() {
             Some(watchers) => watchers.selector.remove(fd, side),
             None => (None, None),
@@ -376,7 +391,12 @@ fn task_kwargs<'py>(
 /// Drops the ready queue and the timers (outside the borrows: finalizers may re-enter).
 pub fn drop_queued(this: &Loop, py: Python<'_>) {
     let ready = this.ready.take(py);
-    ready.into_iter().for_each(handles::release);
+    for entry in ready {
+        match entry {
+            Ready::Call(handle) => handles::release(handle),
+            Ready::Io(stream, _) => drop(stream),
+        }
+    }
     let timers: Vec<_> = this
         .timers
         .borrow_mut(py)
@@ -394,8 +414,8 @@ pub fn drop_queued(this: &Loop, py: Python<'_>) {
 pub fn release_all(this: &Loop, py: Python<'_>) {
     drop_queued(this, py);
     if let Some(mut watchers) = this.watchers.take(py) {
-        let keys = watchers.selector.drain();
-        drop(keys);
+        let drained = watchers.selector.drain();
+        drop(drained);
         drop(watchers);
     }
     drop(this.internal.take(py));

@@ -6,6 +6,9 @@
 //! thing libuv watches. Registration errors surface immediately (PermissionError for regular
 //! files, OSError(EBADF) for closed fds), and readiness is reported the way asyncio's
 //! `EpollSelector` reports it (an error or hang-up wakes both the reader and the writer).
+//!
+//! Native transports register here too, without Handle objects: their readiness goes to the
+//! ready queue as a `Ready::Io` entry, in the place asyncio would put their reader/writer handle.
 
 use std::collections::HashMap;
 use std::io;
@@ -14,6 +17,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use pyo3::prelude::*;
 
 use crate::handles::Handle;
+use crate::transports::StreamTransport;
 
 /// One watched fd, like a `selectors.SelectorKey` with `(reader, writer)` as data.
 struct Key {
@@ -39,10 +43,26 @@ impl Key {
 /// A watched fd's reader, writer and file object, as `Selector::drain` hands them back.
 pub type DrainedKey = (Option<Py<Handle>>, Option<Py<Handle>>, Py<PyAny>);
 
+/// Readiness of a native transport's fd: `READABLE` and/or `WRITABLE`.
+pub type Interest = u32;
+pub const READABLE: Interest = 1;
+pub const WRITABLE: Interest = 2;
+
 pub struct Selector {
     epoll: OwnedFd,
     keys: HashMap<RawFd, Key>,
+    /// Native transports with the interest each registered (never 0: such entries are removed).
+    streams: HashMap<RawFd, (Py<StreamTransport>, Interest)>,
     events: Vec<libc::epoll_event>,
+}
+
+/// What one poll found: handles to run, native transports to notify, and the add_reader sides
+/// whose handle had been cancelled (to be removed).
+#[derive(Default)]
+pub struct Collected {
+    pub handles: Vec<Py<Handle>>,
+    pub streams: Vec<(Py<StreamTransport>, Interest)>,
+    pub cancelled: Vec<(RawFd, Side)>,
 }
 
 /// Which side of a key.
@@ -63,6 +83,7 @@ impl Selector {
             // SAFETY: `fd` is a freshly created descriptor owned by nobody else.
             epoll: unsafe { OwnedFd::from_raw_fd(fd) },
             keys: HashMap::new(),
+            streams: HashMap::new(),
             events: Vec::new(),
         })
     }
@@ -148,12 +169,11 @@ impl Selector {
         }
     }
 
-    /// Polls without blocking and returns the handles to run, in asyncio's order (per fd:
-    /// reader, then writer), plus the sides whose handle was cancelled (to be removed).
-    pub fn collect(&mut self, py: Python<'_>) -> (Vec<Py<Handle>>, Vec<(RawFd, Side)>) {
-        let mut ready = Vec::new();
-        let mut cancelled = Vec::new();
-        let capacity = self.keys.len().max(1);
+    /// Polls without blocking and returns what is ready, in asyncio's order (per fd: reader,
+    /// then writer).
+    pub fn collect(&mut self, py: Python<'_>) -> Collected {
+        let mut found = Collected::default();
+        let capacity = (self.keys.len() + self.streams.len()).max(1);
         self.events.clear();
         self.events.reserve(capacity);
         // SAFETY: the buffer has room for `capacity` events; epoll_wait writes at most that many
@@ -167,46 +187,112 @@ impl Selector {
             )
         };
         if n <= 0 {
-            return (ready, cancelled);
+            return found;
         }
         // SAFETY: epoll_wait initialised the first `n` entries.
         unsafe { self.events.set_len(n as usize) };
         for event in &self.events {
             let fd = event.u64 as RawFd;
             let bits = event.events;
-            let Some(key) = self.keys.get(&fd) else {
-                continue;
-            };
             // EpollSelector: anything but EPOLLIN counts as writable, anything but EPOLLOUT as
             // readable.
             let readable = bits & !(libc::EPOLLOUT as u32) != 0;
             let writable = bits & !(libc::EPOLLIN as u32) != 0;
+            if let Some((stream, interest)) = self.streams.get(&fd) {
+                let ready = interest
+                    & (if readable { READABLE } else { 0 } | if writable { WRITABLE } else { 0 });
+                if ready != 0 {
+                    found.streams.push((stream.clone_ref(py), ready));
+                }
+                continue;
+            }
+            let Some(key) = self.keys.get(&fd) else {
+                continue;
+            };
             for (side, wanted, slot) in [
                 (Side::Reader, readable, &key.reader),
                 (Side::Writer, writable, &key.writer),
             ] {
                 if let (true, Some(handle)) = (wanted, slot) {
                     if handle.get().is_cancelled(py) {
-                        cancelled.push((fd, side));
+                        found.cancelled.push((fd, side));
                     } else {
-                        ready.push(handle.clone_ref(py));
+                        found.handles.push(handle.clone_ref(py));
                     }
                 }
             }
         }
-        (ready, cancelled)
+        found
+    }
+
+    /// Sets what a native transport waits for on `fd` (0: nothing, and the fd leaves the set);
+    /// returns the registration it replaces, to be dropped outside any borrow.
+    pub fn set_stream(
+        &mut self,
+        fd: RawFd,
+        stream: &Py<StreamTransport>,
+        interest: Interest,
+        py: Python<'_>,
+    ) -> io::Result<Option<Py<StreamTransport>>> {
+        let events = |interest: Interest| {
+            let mut events = 0;
+            if interest & READABLE != 0 {
+                events |= libc::EPOLLIN as u32;
+            }
+            if interest & WRITABLE != 0 {
+                events |= libc::EPOLLOUT as u32;
+            }
+            events
+        };
+        if interest == 0 {
+            let removed = self.streams.remove(&fd).map(|(old, _)| old);
+            if removed.is_some() {
+                // The fd may already be closed (then the kernel dropped it): ignored.
+                let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
+            }
+            return Ok(removed);
+        }
+        match self.streams.get(&fd).map(|(_, current)| *current) {
+            Some(current) => {
+                if current != interest {
+                    self.ctl(libc::EPOLL_CTL_MOD, fd, events(interest))?;
+                    if let Some(entry) = self.streams.get_mut(&fd) {
+                        entry.1 = interest;
+                    }
+                }
+            }
+            None => {
+                self.ctl(libc::EPOLL_CTL_ADD, fd, events(interest))?;
+                self.streams.insert(fd, (stream.clone_ref(py), interest));
+            }
+        }
+        Ok(None)
     }
 
     /// Empties the set, handing back every handle and file object for dropping outside a borrow.
-    pub fn drain(&mut self) -> Vec<DrainedKey> {
-        self.keys
+    pub fn drain(&mut self) -> (Vec<DrainedKey>, Vec<Py<StreamTransport>>) {
+        let keys = self
+            .keys
             .drain()
             .map(|(_, key)| (key.reader, key.writer, key.fileobj))
-            .collect()
+            .collect();
+        let streams = self
+            .streams
+            .drain()
+            .map(|(_, (stream, _))| stream)
+            .collect();
+        (keys, streams)
+    }
+
+    pub fn streams(&self) -> impl Iterator<Item = &Py<StreamTransport>> {
+        self.streams.values().map(|(stream, _)| stream)
     }
 
     /// `selectors.EVENT_READ` (1) and/or `EVENT_WRITE` (2) for the sides watched on `fd`.
     pub fn watched_events(&self, fd: RawFd) -> u32 {
+        if let Some((_, interest)) = self.streams.get(&fd) {
+            return *interest;
+        }
         self.keys.get(&fd).map_or(0, |key| {
             u32::from(key.reader.is_some()) | u32::from(key.writer.is_some()) << 1
         })

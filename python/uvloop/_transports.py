@@ -1,0 +1,187 @@
+"""Stream transports over TCP and Unix sockets.
+
+`SocketTransport` is an `asyncio.Transport` with asyncio's `_SelectorSocketTransport`
+behaviour. What runs per read or per write lives in its native half,
+`uvloop.loop.StreamTransport` (bound onto each instance, so a call such as
+`transport.write(data)` goes straight to native code); what runs once per connection, and the
+error reports, are here.
+"""
+
+import asyncio
+import contextvars
+import inspect
+import warnings
+from asyncio import base_events, constants, futures, log, trsock
+
+from . import loop as _native
+
+# Server._attach()/_detach() take the transport from 3.13 on (for close_clients()).
+_SERVER_TRACKS_TRANSPORTS = len(inspect.signature(base_events.Server._attach).parameters) > 1
+
+# The native methods each transport exposes as its own.
+_NATIVE_METHODS = (
+    "write",
+    "writelines",
+    "write_eof",
+    "can_write_eof",
+    "close",
+    "abort",
+    "is_closing",
+    "is_reading",
+    "pause_reading",
+    "resume_reading",
+    "get_write_buffer_size",
+    "get_write_buffer_limits",
+    "get_protocol",
+    "set_protocol",
+)
+
+
+class SocketTransport(asyncio.Transport):
+    """A connected stream socket (TCP or Unix) driven by the loop."""
+
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        super().__init__(extra)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._loop = loop
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._protocol_connected = True
+        self._empty_waiter = None
+        self._core = core = _native.StreamTransport(
+            loop, self._sock_fd, protocol, self, contextvars.copy_context()
+        )
+        for name in _NATIVE_METHODS:
+            setattr(self, name, getattr(core, name))
+        self._server = server
+        if server is not None:
+            if _SERVER_TRACKS_TRANSPORTS:
+                server._attach(self)
+            else:
+                server._attach()
+        loop._transports[self._sock_fd] = self
+        base_events._set_nodelay(sock)
+        loop.call_soon(protocol.connection_made, self)
+        # Reading starts only after connection_made().
+        loop.call_soon(core._start_reading)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
+    @property
+    def _protocol_paused(self):
+        return self._core._protocol_paused
+
+    @property
+    def _closing(self):
+        return self._core.is_closing()
+
+    @property
+    def _conn_lost(self):
+        return self._core._conn_lost
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._core._set_write_buffer_limits(high, low)
+
+    def _call_connection_lost(self, exc):
+        if self._sock is None:
+            return
+        try:
+            if self._protocol_connected:
+                self._core.get_protocol().connection_lost(exc)
+        finally:
+            self._sock.close()
+            self._sock = None
+            server = self._server
+            if server is not None:
+                self._server = None
+                if _SERVER_TRACKS_TRANSPORTS:
+                    server._detach(self)
+                else:
+                    server._detach()
+            self._core._connection_lost()
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                log.logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._core._force_close(exc)
+
+    def _force_close(self, exc):
+        self._core._force_close(exc)
+
+    def _report_protocol_error(self, message, exc):
+        self._loop.call_exception_handler(
+            {
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self._protocol,
+            }
+        )
+
+    def _debug_log(self, message):
+        log.logger.debug("%r %s", self, message)
+
+    # sendfile() waits for the write buffer to drain through this future.
+
+    def _make_empty_waiter(self):
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self._empty_waiter = waiter = self._loop.create_future()
+        self._core._empty_waiter = waiter
+        if not self._core.get_write_buffer_size():
+            waiter.set_result(None)
+        return waiter
+
+    def _reset_empty_waiter(self):
+        self._empty_waiter = None
+        self._core._empty_waiter = None
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._core.is_closing():
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if self._sock is not None and not self._loop.is_closed():
+            events = self._loop._watched_events(self._sock_fd)
+            info.append("read=polling" if events & 1 else "read=idle")
+            write = "polling" if events & 2 else "idle"
+            info.append(f"write=<{write}, bufsize={self._core.get_write_buffer_size()}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if getattr(self, "_sock", None) is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
