@@ -24,6 +24,29 @@ from . import loop as _native
 _Base = base_events.BaseEventLoop
 
 
+_NUMERIC_NAMEINFO = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+
+
+def _is_numeric_host(host):
+    """Whether getaddrinfo can answer for `host` without asking a resolver."""
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        try:
+            host = host.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+    if not isinstance(host, str):
+        return False
+    for family, address in ((socket.AF_INET, host), (socket.AF_INET6, host.partition("%")[0])):
+        try:
+            socket.inet_pton(family, address)
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
+
+
 def _sighandler_noop(signum, frame):
     """Installed for loop-handled signals: the wake-up fd does the work."""
 
@@ -56,6 +79,20 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
     @property
     def _selector(self):
         return _SelectorView(self)
+
+    # Name resolution: socket's own functions (so results and errors are exactly socket's), run
+    # in libuv's thread pool unless the answer needs no lookup.
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        resolve = self._getaddrinfo_debug if self._debug else socket.getaddrinfo
+        if _is_numeric_host(host):
+            return resolve(host, port, family, type, proto, flags)
+        return await self._run_in_pool(resolve, host, port, family, type, proto, flags)
+
+    async def getnameinfo(self, sockaddr, flags=0):
+        if flags & _NUMERIC_NAMEINFO == _NUMERIC_NAMEINFO:
+            return socket.getnameinfo(sockaddr, flags)
+        return await self._run_in_pool(socket.getnameinfo, sockaddr, flags)
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
@@ -305,7 +342,7 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
 _BORROWED = (
     # servers, connections, resolution
     "create_connection", "_connect_sock", "_create_connection_transport", "_ensure_resolved",
-    "getaddrinfo", "getnameinfo", "_getaddrinfo_debug", "create_server",
+    "_getaddrinfo_debug", "create_server",
     "_create_server_getaddrinfo", "connect_accepted_socket", "start_tls",
     "create_unix_connection", "create_unix_server", "_start_serving", "_stop_serving",
     "_accept_connection", "_accept_connection2", "_make_ssl_transport", "create_datagram_endpoint", "_make_datagram_transport",

@@ -499,6 +499,20 @@ impl Loop {
         self.timer_handle_cancelled(py, handle.get());
     }
 
+    /// A future for `func(*args)` called in libuv's thread pool (blocking library calls).
+    #[pyo3(signature = (func, *args))]
+    fn _run_in_pool(
+        slf: &Bound<'_, Self>,
+        func: Py<PyAny>,
+        args: Py<PyTuple>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        slf.get().check_closed(py)?;
+        let future = Self::create_future(slf)?;
+        crate::uv::work::queue(&slf.get().uv, func, args, future.clone_ref(py))?;
+        Ok(future)
+    }
+
     fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let names = crate::kwnames!(py, "loop")?;

@@ -7,5 +7,6 @@
 pub mod error;
 pub mod event_loop;
 pub mod handle;
+pub mod work;
 
 pub use libuv_sys2 as sys;
