@@ -11,7 +11,7 @@ import asyncio
 import contextvars
 import inspect
 import warnings
-from asyncio import base_events, constants, futures, log, trsock
+from asyncio import base_events, constants, futures, log, transports, trsock
 
 from . import loop as _native
 
@@ -37,13 +37,17 @@ _NATIVE_METHODS = (
 )
 
 
-class SocketTransport(asyncio.Transport):
-    """A connected stream socket (TCP or Unix) driven by the loop."""
+class SocketTransport(transports._FlowControlMixin, asyncio.Transport):
+    """A connected stream socket (TCP or Unix) driven by the loop.
+
+    A `_FlowControlMixin` as asyncio's socket transports are (sendfile's fallback checks), with
+    flow control itself done natively.
+    """
 
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        super().__init__(extra)
+        asyncio.BaseTransport.__init__(self, extra)
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()

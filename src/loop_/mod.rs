@@ -40,22 +40,13 @@ pub enum Ready {
 }
 use timer_heap::TimerHeap;
 
-/// The libuv handles every loop has: the wake-up for other threads, the timer that bounds the
-/// blocking wait, and the prepare hook that releases the GIL before that wait.
+/// The libuv handles every loop has: the wake-up for other threads, and the prepare hook that
+/// releases the GIL when a `uv_run` of `close()` blocks.
 struct InternalHandles {
     wakeup: UvHandle<sys::uv_async_t, ()>,
-    timer: UvHandle<sys::uv_timer_t, ()>,
     /// Only owned: started once, closed when dropped.
     #[allow(dead_code)]
     prepare: UvHandle<sys::uv_prepare_t, ()>,
-}
-
-/// The add_reader/add_writer state: the epoll set and the libuv poll that watches it.
-struct Watchers {
-    selector: Selector,
-    /// Only owned: started once, closed when dropped.
-    #[allow(dead_code)]
-    poll: UvHandle<sys::uv_poll_t, ()>,
 }
 
 #[pyclass(frozen, subclass, weakref, module = "uvloop.loop", name = "Loop")]
@@ -81,8 +72,9 @@ pub struct Loop {
     last_poll: GilCell<f64>,
     /// Iterations run without blocking since the clock was last read (see `run::run_once`).
     busy_iterations: GilCell<u32>,
-    /// Created on the first add_reader/add_writer.
-    watchers: GilRefCell<Option<Watchers>>,
+    /// The epoll set the loop waits on: watched fds, native transports and libuv's own backend.
+    /// None once the loop is closed.
+    selector: GilRefCell<Option<Selector>>,
     /// None once the loop is closed.
     internal: GilRefCell<Option<InternalHandles>>,
     /// Declared last: dropped after every handle above, so their close callbacks still have a
@@ -207,11 +199,9 @@ impl Loop {
     ) -> PyResult<()> {
         if interest != 0 {
             self.check_closed(py)?;
-            self.ensure_watchers(py)?;
         }
-        let removed = match self.watchers.borrow_mut(py).as_mut() {
-            Some(watchers) => watchers
-                .selector
+        let removed = match self.selector.borrow_mut(py).as_mut() {
+            Some(selector) => selector
                 .set_stream(fd, stream, interest, py)
                 .map_err(os_error)?,
             None => None,
@@ -307,14 +297,12 @@ impl Loop {
         this.check_closed(py)?;
         let fd = this.lookup_fd(py, fileobj)?;
         let handle = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
-        this.ensure_watchers(py)?;
         let replaced = {
-            let mut watchers = this.watchers.borrow_mut(py);
-            let Some(watchers) = watchers.as_mut() else {
+            let mut selector = this.selector.borrow_mut(py);
+            let Some(selector) = selector.as_mut() else {
                 return Err(PyRuntimeError::new_err("Event loop is closed"));
             };
-            watchers
-                .selector
+            selector
                 .add(fd, fileobj.clone().unbind(), side, handle.clone_ref(py))
                 .map_err(os_error)?
         };
@@ -343,8 +331,8 @@ impl Loop {
             }
             Err(err) => return Err(err),
         };
-        let (removed, fileobj) = match this.watchers.borrow_mut(py).as_mut() {
-            Some(watchers) => watchers.selector.remove(fd, side),
+        let (removed, fileobj) = match this.selector.borrow_mut(py).as_mut() {
+            Some(selector) => selector.remove(fd, side),
             None => (None, None),
         };
         drop(fileobj);
@@ -364,37 +352,14 @@ impl Loop {
             Ok(fd) => Ok(fd),
             Err(err) if err.is_instance_of::<PyValueError>(py) => {
                 let registered = self
-                    .watchers
+                    .selector
                     .borrow(py)
                     .as_ref()
-                    .and_then(|watchers| watchers.selector.fd_of(fileobj));
+                    .and_then(|selector| selector.fd_of(fileobj));
                 registered.ok_or(err)
             }
             Err(err) => Err(err),
         }
-    }
-
-    fn ensure_watchers(&self, py: Python<'_>) -> PyResult<()> {
-        if self.watchers.borrow(py).is_some() {
-            return Ok(());
-        }
-        let selector = Selector::new().map_err(os_error)?;
-        let fd = selector.fd();
-        let poll = UvHandle::new(&self.uv, (), |uv_loop, raw| {
-            // SAFETY: `raw` is a zeroed uv_poll_t in stable memory; `fd` is our epoll fd.
-            unsafe { sys::uv_poll_init(uv_loop, raw, fd) }
-        })?;
-        // SAFETY: the poll handle was just initialised and is open.
-        let status = unsafe {
-            sys::uv_poll_start(
-                poll.as_ptr(),
-                sys::uv_poll_event_UV_READABLE as c_int,
-                Some(run::on_selector_ready),
-            )
-        };
-        crate::uv::event_loop::status(status)?;
-        *self.watchers.borrow_mut(py) = Some(Watchers { selector, poll });
-        Ok(())
     }
 }
 
@@ -406,10 +371,6 @@ impl Loop {
         let wakeup = UvHandle::new(&uv, (), |uv_loop, raw| {
             // SAFETY: `raw` is a zeroed uv_async_t in stable memory owned by the new handle.
             unsafe { sys::uv_async_init(uv_loop, raw, Some(ignore_async)) }
-        })?;
-        let timer = UvHandle::new(&uv, (), |uv_loop, raw| {
-            // SAFETY: as above, for a uv_timer_t.
-            unsafe { sys::uv_timer_init(uv_loop, raw) }
         })?;
         let prepare = UvHandle::new(&uv, (), |uv_loop, raw| {
             // SAFETY: as above, for a uv_prepare_t.
@@ -423,6 +384,7 @@ impl Loop {
         // The prepare hook alone must not keep the loop alive.
         // SAFETY: open handle.
         unsafe { sys::uv_unref(prepare.as_ptr().cast()) };
+        let selector = Selector::new(uv.backend_fd()).map_err(os_error)?;
         Ok(Self {
             ready: GilRefCell::new(VecDeque::new()),
             timers: GilRefCell::new(TimerHeap::default()),
@@ -437,12 +399,8 @@ impl Loop {
             pending_error: GilRefCell::new(None),
             last_poll: GilCell::new(0.0),
             busy_iterations: GilCell::new(0),
-            watchers: GilRefCell::new(None),
-            internal: GilRefCell::new(Some(InternalHandles {
-                wakeup,
-                timer,
-                prepare,
-            })),
+            selector: GilRefCell::new(Some(selector)),
+            internal: GilRefCell::new(Some(InternalHandles { wakeup, prepare })),
             uv,
         })
     }
@@ -715,8 +673,8 @@ impl Loop {
     /// The selectors.EVENT_* mask watched on `fd` (0 when none), for the selector view that
     /// asyncio's transports consult in their repr.
     fn _watched_events(&self, py: Python<'_>, fd: c_int) -> u32 {
-        match self.watchers.borrow(py).as_ref() {
-            Some(watchers) => watchers.selector.watched_events(fd),
+        match self.selector.borrow(py).as_ref() {
+            Some(selector) => selector.watched_events(fd),
             None => 0,
         }
     }
@@ -737,15 +695,15 @@ impl Loop {
                 handles::visit_owned(py, timer.bind(py).as_super(), &visit)?;
             }
         }
-        if let Some(watchers) = self.watchers.try_borrow(py) {
-            if let Some(watchers) = &*watchers {
-                for handle in watchers.selector.handles() {
+        if let Some(selector) = self.selector.try_borrow(py) {
+            if let Some(selector) = &*selector {
+                for handle in selector.handles() {
                     visit.call(handle)?;
                 }
-                for fileobj in watchers.selector.fileobjs() {
+                for fileobj in selector.fileobjs() {
                     visit.call(fileobj)?;
                 }
-                for stream in watchers.selector.streams() {
+                for stream in selector.streams() {
                     visit.call(stream)?;
                 }
             }

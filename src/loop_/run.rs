@@ -5,20 +5,17 @@
 //! the callbacks that were ready when the batch started.
 
 use std::any::Any;
-use std::os::raw::{c_int, c_void};
 
-use pyo3::ffi;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{Loop, Ready};
+use super::{selector, Loop, Ready};
 use crate::clock;
 use crate::handles::{self, Handle, Outcome};
 use crate::python;
 use crate::transports::StreamTransport;
-use crate::uv::event_loop::{guard_callback, owner_of, RunMode, RUN_NOWAIT, RUN_ONCE};
-use crate::uv::sys;
+use crate::uv::event_loop::RUN_NOWAIT;
 
 /// While callbacks keep the ready queue busy, libuv is asked for I/O at most this often; each
 /// poll is a system call, and asyncio's order of I/O against ready callbacks is unaffected (I/O
@@ -58,12 +55,7 @@ fn run_once(slf: &Bound<'_, Loop>) -> PyResult<()> {
     purge_cancelled_timers(this, py);
     let has_timers = this.timers.borrow(py).len() > 0;
     if this.ready.borrow(py).is_empty() && !this.stopping.get(py) {
-        if has_timers {
-            arm_timer(this, py, clock::monotonic());
-        } else {
-            disarm_timer(this, py);
-        }
-        poll(slf, RUN_ONCE)?;
+        poll(slf, true)?;
         this.last_poll.set(py, clock::monotonic());
         this.busy_iterations.set(py, 0);
     } else {
@@ -74,7 +66,7 @@ fn run_once(slf: &Bound<'_, Loop>) -> PyResult<()> {
         this.busy_iterations
             .set(py, if read_clock { 0 } else { busy });
         if read_clock && clock::monotonic() - this.last_poll.get(py) >= POLL_INTERVAL {
-            poll(slf, RUN_NOWAIT)?;
+            poll(slf, false)?;
             this.last_poll.set(py, clock::monotonic());
         }
     }
@@ -84,26 +76,83 @@ fn run_once(slf: &Bound<'_, Loop>) -> PyResult<()> {
     run_ready(slf)
 }
 
-/// Lets libuv run its callbacks; RUN_ONCE may block (with the GIL released) until I/O, a
-/// wake-up from another thread, or the timer armed for the earliest deadline.
-fn poll(slf: &Bound<'_, Loop>, mode: RunMode) -> PyResult<()> {
+/// Polls for I/O; with `block`, waits (with the GIL released) until I/O, a wake-up from another
+/// thread, a signal, or the earliest timer's deadline. libuv runs only when it has something to
+/// do: its own epoll fd is one member of the loop's set.
+fn poll(slf: &Bound<'_, Loop>, block: bool) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
     if this.uv.is_closed() {
         return Ok(());
     }
-    this.uv.set_owner(slf.as_ptr() as *const c_void);
-    let outcome = this.uv.run(py, mode);
-    if let Err(payload) = outcome {
+    // Callbacks and fd changes libuv has pending are run (and applied) before waiting.
+    if this.uv.backend_timeout() == 0 {
+        run_uv(slf)?;
+    }
+    let timeout_ms = if block && this.ready.borrow(py).is_empty() {
+        wait_timeout(this, py)
+    } else {
+        0
+    };
+    let Some((epoll, mut events)) = this
+        .selector
+        .borrow_mut(py)
+        .as_mut()
+        .map(|s| s.take_events())
+    else {
+        return Ok(());
+    };
+    if timeout_ms == 0 {
+        selector::wait(epoll, &mut events, 0);
+    } else {
+        this.uv
+            .wait_without_gil(py, || selector::wait(epoll, &mut events, timeout_ms));
+    }
+    let found = match this.selector.borrow_mut(py).as_mut() {
+        Some(selector) => selector.collect(events, py),
+        None => return Ok(()),
+    };
+    let uv_ready = found.uv_ready;
+    queue_io(this, py, found);
+    if uv_ready {
+        run_uv(slf)?;
+    }
+    if timeout_ms != 0 {
+        // A signal that arrived during the wait: its Python-level handler runs now (the default
+        // SIGINT handler raises KeyboardInterrupt here, as it does out of asyncio's select()).
+        py.check_signals()?;
+    }
+    Ok(())
+}
+
+/// Milliseconds the wait may last: until the earliest timer (rounded up: waking a little late
+/// is harmless, waking early costs a spin) or libuv's own deadline; -1 for no limit.
+fn wait_timeout(this: &Loop, py: Python<'_>) -> i32 {
+    let timer_ms = this.timers.borrow(py).peek().map(|(when, _)| {
+        let millis = ((when - clock::monotonic()) * 1000.0).ceil();
+        if millis > 0.0 {
+            (millis as u64).min(MAXIMUM_WAIT_MS) as i32
+        } else {
+            0
+        }
+    });
+    let uv_ms = this.uv.backend_timeout();
+    match (timer_ms, uv_ms) {
+        (Some(timer), uv) if uv >= 0 => timer.min(uv),
+        (Some(timer), _) => timer,
+        (None, uv) => uv,
+    }
+}
+
+/// Runs libuv's ready callbacks (never blocking).
+fn run_uv(slf: &Bound<'_, Loop>) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    if let Err(payload) = this.uv.run(py, RUN_NOWAIT) {
         return Err(panic_to_pyerr(payload));
     }
     if let Some(err) = this.pending_error.take(py) {
         return Err(err);
-    }
-    if mode == RUN_ONCE {
-        // A signal that arrived during the wait: its Python-level handler runs now (the default
-        // SIGINT handler raises KeyboardInterrupt here, as it does out of asyncio's select()).
-        py.check_signals()?;
     }
     Ok(())
 }
@@ -117,38 +166,6 @@ pub fn panic_to_pyerr(payload: Box<dyn Any + Send>) -> PyErr {
         "panic in a libuv callback".to_owned()
     };
     PanicException::new_err(message)
-}
-
-unsafe extern "C" fn ignore_timer(_handle: *mut sys::uv_timer_t) {}
-
-/// Points libuv's timer at the earliest deadline so the blocking wait ends in time for it.
-fn arm_timer(this: &Loop, py: Python<'_>, now: f64) {
-    let Some(earliest) = this.timers.borrow(py).peek().map(|(when, _)| when) else {
-        return disarm_timer(this, py);
-    };
-    let internal = this.internal.borrow(py);
-    let Some(internal) = internal.as_ref() else {
-        return;
-    };
-    // Rounded up: waking a little late is harmless, waking early costs a spin.
-    let millis = ((earliest - now) * 1000.0).ceil();
-    let millis = if millis > 0.0 {
-        (millis as u64).min(MAXIMUM_WAIT_MS)
-    } else {
-        0
-    };
-    // libuv measures the timeout from its cached clock, which is stale after running callbacks.
-    this.uv.update_time();
-    // SAFETY: the timer handle is open (internal is Some) and belongs to this loop.
-    unsafe { sys::uv_timer_start(internal.timer.as_ptr(), Some(ignore_timer), millis, 0) };
-}
-
-fn disarm_timer(this: &Loop, py: Python<'_>) {
-    if let Some(internal) = this.internal.borrow(py).as_ref() {
-        // SAFETY: the timer handle is open and belongs to this loop; stopping an inactive timer
-        // is a no-op.
-        unsafe { sys::uv_timer_stop(internal.timer.as_ptr()) };
-    }
 }
 
 /// asyncio's clean-up of cancelled timers: a full rebuild when they are more than half of many,
@@ -266,33 +283,9 @@ fn run_timed(this: &Loop, handle: &Bound<'_, Handle>) -> Outcome {
     outcome
 }
 
-/// libuv saw the epoll set of add_reader/add_writer fds become ready.
-pub unsafe extern "C" fn on_selector_ready(
-    handle: *mut sys::uv_poll_t,
-    _status: c_int,
-    _events: c_int,
-) {
-    // SAFETY: libuv passes the live poll handle of a loop made by UvLoop::new, on its thread.
-    unsafe {
-        let uv_loop = (*handle).loop_;
-        guard_callback(uv_loop, |py| {
-            let owner = owner_of(uv_loop) as *mut ffi::PyObject;
-            if owner.is_null() {
-                return;
-            }
-            // SAFETY: the owner is the Loop object whose `poll` is running uv_run right now,
-            // so it is alive and of type Loop.
-            let slf = Borrowed::from_ptr(py, owner).cast_unchecked::<Loop>();
-            dispatch_selector_events(slf.get(), py);
-        });
-    }
-}
-
-fn dispatch_selector_events(this: &Loop, py: Python<'_>) {
-    let found = match this.watchers.borrow_mut(py).as_mut() {
-        Some(watchers) => watchers.selector.collect(py),
-        None => return,
-    };
+/// Queues what a poll found, where asyncio's `_process_events` would, and forgets the sides
+/// whose handle was cancelled.
+fn queue_io(this: &Loop, py: Python<'_>, found: selector::Collected) {
     {
         let mut ready = this.ready.borrow_mut(py);
         ready.extend(found.handles.into_iter().map(Ready::Call));
@@ -304,8 +297,8 @@ fn dispatch_selector_events(this: &Loop, py: Python<'_>) {
         );
     }
     for (fd, side) in found.cancelled {
-        let removed = match this.watchers.borrow_mut(py).as_mut() {
-            Some(watchers) => watchers.selector.remove(fd, side),
+        let removed = match this.selector.borrow_mut(py).as_mut() {
+            Some(selector) => selector.remove(fd, side),
             None => (None, None),
         };
         drop(removed);
@@ -413,10 +406,10 @@ pub fn drop_queued(this: &Loop, py: Python<'_>) {
 /// `close()`: drops queued work and the fd watchers, closes every libuv handle and the loop.
 pub fn release_all(this: &Loop, py: Python<'_>) {
     drop_queued(this, py);
-    if let Some(mut watchers) = this.watchers.take(py) {
-        let drained = watchers.selector.drain();
+    if let Some(mut selector) = this.selector.take(py) {
+        let drained = selector.drain();
         drop(drained);
-        drop(watchers);
+        drop(selector);
     }
     drop(this.internal.take(py));
     this.uv.close(py);

@@ -1,9 +1,10 @@
-//! `add_reader`/`add_writer` watchers: an epoll set of our own, nested in libuv.
+//! The epoll set the loop waits on: `add_reader`/`add_writer` fds, native transports, and
+//! libuv's own epoll fd (readable when libuv has something to run).
 //!
 //! asyncio registers a watched fd with epoll at once and lets the kernel forget it when it is
 //! closed; libuv defers registration to its next poll and aborts the process if the fd was closed
-//! meanwhile. So user fds never go to libuv: they live in this epoll set, whose own fd is the one
-//! thing libuv watches. Registration errors surface immediately (PermissionError for regular
+//! meanwhile. So user fds never go to libuv: they live in this epoll set, and libuv is only run
+//! when its own fd is ready or it has work pending. Registration errors surface immediately (PermissionError for regular
 //! files, OSError(EBADF) for closed fds), and readiness is reported the way asyncio's
 //! `EpollSelector` reports it (an error or hang-up wakes both the reader and the writer).
 //!
@@ -48,6 +49,9 @@ pub type Interest = u32;
 pub const READABLE: Interest = 1;
 pub const WRITABLE: Interest = 2;
 
+/// The epoll data of libuv's backend fd (user entries carry their fd, never this).
+const UV_BACKEND: u64 = u64::MAX;
+
 pub struct Selector {
     epoll: OwnedFd,
     keys: HashMap<RawFd, Key>,
@@ -63,6 +67,8 @@ pub struct Collected {
     pub handles: Vec<Py<Handle>>,
     pub streams: Vec<(Py<StreamTransport>, Interest)>,
     pub cancelled: Vec<(RawFd, Side)>,
+    /// libuv's backend fd is ready: libuv has callbacks to run.
+    pub uv_ready: bool,
 }
 
 /// Which side of a key.
@@ -73,24 +79,37 @@ pub enum Side {
 }
 
 impl Selector {
-    pub fn new() -> io::Result<Self> {
+    /// A set that already watches `uv_backend_fd`.
+    pub fn new(uv_backend_fd: RawFd) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked before use.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Self {
+        let selector = Self {
             // SAFETY: `fd` is a freshly created descriptor owned by nobody else.
             epoll: unsafe { OwnedFd::from_raw_fd(fd) },
             keys: HashMap::new(),
             streams: HashMap::new(),
             events: Vec::new(),
-        })
+        };
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: UV_BACKEND,
+        };
+        // SAFETY: valid epoll fd and event struct.
+        if unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, uv_backend_fd, &mut event) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(selector)
     }
 
-    /// The epoll fd libuv watches for us.
-    pub fn fd(&self) -> RawFd {
-        self.epoll.as_raw_fd()
+    /// Takes the event buffer out for a wait (see `wait`), sized for every registration.
+    pub fn take_events(&mut self) -> (RawFd, Vec<libc::epoll_event>) {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        events.reserve(self.keys.len() + self.streams.len() + 1);
+        (self.epoll.as_raw_fd(), events)
     }
 
     /// Installs `handle` on one side of `fd`, returning the handle it replaces (to be cancelled by
@@ -169,29 +188,15 @@ impl Selector {
         }
     }
 
-    /// Polls without blocking and returns what is ready, in asyncio's order (per fd: reader,
-    /// then writer).
-    pub fn collect(&mut self, py: Python<'_>) -> Collected {
+    /// What the events of a `wait` mean, in asyncio's order (per fd: reader, then writer); the
+    /// buffer goes back for the next wait.
+    pub fn collect(&mut self, events: Vec<libc::epoll_event>, py: Python<'_>) -> Collected {
         let mut found = Collected::default();
-        let capacity = (self.keys.len() + self.streams.len()).max(1);
-        self.events.clear();
-        self.events.reserve(capacity);
-        // SAFETY: the buffer has room for `capacity` events; epoll_wait writes at most that many
-        // and returns how many it wrote.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epoll.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                capacity as i32,
-                0,
-            )
-        };
-        if n <= 0 {
-            return found;
-        }
-        // SAFETY: epoll_wait initialised the first `n` entries.
-        unsafe { self.events.set_len(n as usize) };
-        for event in &self.events {
+        for event in &events {
+            if event.u64 == UV_BACKEND {
+                found.uv_ready = true;
+                continue;
+            }
             let fd = event.u64 as RawFd;
             let bits = event.events;
             // EpollSelector: anything but EPOLLIN counts as writable, anything but EPOLLOUT as
@@ -222,6 +227,7 @@ impl Selector {
                 }
             }
         }
+        self.events = events;
         found
     }
 
@@ -327,4 +333,16 @@ impl Selector {
         }
         Ok(())
     }
+}
+
+/// Waits up to `timeout_ms` (-1: no limit, 0: just a look) for events of the set `epoll`,
+/// filling `events` up to its capacity. A signal ends the wait early with no events.
+pub fn wait(epoll: RawFd, events: &mut Vec<libc::epoll_event>, timeout_ms: i32) {
+    let capacity = events.capacity().max(1);
+    events.reserve(capacity);
+    // SAFETY: the buffer has room for `capacity` events; epoll_wait writes at most that many
+    // and returns how many it wrote.
+    let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), capacity as i32, timeout_ms) };
+    // SAFETY: epoll_wait initialised the first `n` entries (none on error, e.g. EINTR).
+    unsafe { events.set_len(n.max(0) as usize) };
 }

@@ -1,10 +1,11 @@
-//! The libuv loop, and the GIL hand-off around its blocking wait.
+//! The libuv loop, and the GIL hand-off around waits.
 //!
-//! The loop thread holds the GIL while it runs callbacks. Right before libuv blocks in the kernel
-//! the prepare callback releases it (`release_gil`); the first callback that runs afterwards takes
-//! it back (`guard_callback`), and `run` makes sure it is held again when `uv_run` returns. So the
-//! GIL changes hands once per blocking wait, never once per libuv callback, and no code touching
-//! Python runs while it is released.
+//! The event loop waits in its own epoll set (see `loop_::selector`) with the GIL released
+//! (`wait_without_gil`); libuv's epoll fd is a member of that set, and libuv itself is only run
+//! without blocking. When a `uv_run` may block (the loop's `close()` waiting for close callbacks
+//! and thread-pool requests), the prepare callback releases the GIL right before libuv's wait
+//! (`release_gil_before_poll`) and the first callback afterwards takes it back
+//! (`guard_callback`), so that pool threads needing the GIL can finish.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -27,8 +28,6 @@ struct LoopBox {
     raw: sys::uv_loop_t,
     /// The Python thread state saved while the GIL is released around the wait, else null.
     released: Cell<*mut ffi::PyThreadState>,
-    /// Opaque pointer to the owner's state, for callbacks (see `owner`).
-    owner: Cell<*const c_void>,
     /// A panic caught in a callback, re-raised by the owner after `uv_run` returns.
     panic: Cell<Option<Box<dyn Any + Send>>>,
     /// Set while the current `uv_run` may block, so the prepare callback releases the GIL.
@@ -67,7 +66,6 @@ impl UvLoop {
             // SAFETY: uv_loop_t is plain C data; uv_loop_init initialises it in place.
             raw: unsafe { std::mem::zeroed() },
             released: Cell::new(ptr::null_mut()),
-            owner: Cell::new(ptr::null()),
             panic: Cell::new(None),
             may_block: Cell::new(false),
             waiting: AtomicBool::new(false),
@@ -85,11 +83,6 @@ impl UvLoop {
 
     pub fn as_ptr(&self) -> *mut sys::uv_loop_t {
         (&raw const self.inner.raw).cast_mut()
-    }
-
-    /// Records the owner's state pointer for callbacks; it must stay valid while the loop lives.
-    pub fn set_owner(&self, owner: *const c_void) {
-        self.inner.owner.set(owner);
     }
 
     /// Runs one libuv iteration; with `RUN_ONCE` it may block, with the GIL released meanwhile.
@@ -110,10 +103,34 @@ impl UvLoop {
         }
     }
 
-    /// Refreshes libuv's cached clock (timers are armed relative to it).
-    pub fn update_time(&self) {
+    /// libuv's epoll fd: readable when libuv has I/O (wake-ups, thread-pool completions) to run.
+    pub fn backend_fd(&self) -> c_int {
         // SAFETY: valid, initialised loop.
-        unsafe { sys::uv_update_time(self.as_ptr()) }
+        unsafe { sys::uv_backend_fd(self.as_ptr()) }
+    }
+
+    /// How long libuv could wait: 0 when it has work to run now (or fd changes to apply), -1
+    /// when it has no deadline.
+    pub fn backend_timeout(&self) -> c_int {
+        if self.closed.get() {
+            return -1;
+        }
+        // SAFETY: valid, initialised loop; the call only reads loop state.
+        unsafe { sys::uv_backend_timeout(self.as_ptr()) }
+    }
+
+    /// Runs `wait` with the GIL released, marked as waiting so that other threads wake the
+    /// loop (see `is_waiting`).
+    pub fn wait_without_gil<R>(&self, _py: Python<'_>, wait: impl FnOnce() -> R) -> R {
+        self.inner.waiting.store(true, Ordering::Release);
+        // SAFETY: this thread holds the GIL (the token proves it); `wait` touches no Python
+        // state, and the GIL is restored before returning.
+        let tstate = unsafe { ffi::PyEval_SaveThread() };
+        let result = wait();
+        // SAFETY: `tstate` came from PyEval_SaveThread on this thread just above.
+        unsafe { ffi::PyEval_RestoreThread(tstate) };
+        self.inner.waiting.store(false, Ordering::Release);
+        result
     }
 
     /// Runs the loop until every close callback (and any request still in libuv's thread pool)
@@ -217,15 +234,6 @@ pub unsafe fn guard_callback<R>(
             None
         }
     }
-}
-
-/// The owner pointer recorded with `set_owner`, from inside a callback.
-///
-/// # Safety
-/// As for `guard_callback`.
-pub unsafe fn owner_of(uv_loop: *mut sys::uv_loop_t) -> *const c_void {
-    // SAFETY: see guard_callback.
-    unsafe { (*(*uv_loop).data.cast::<LoopBox>()).owner.get() }
 }
 
 /// The prepare callback that hands the GIL over for the blocking poll.
