@@ -1,7 +1,8 @@
 """Differential fixtures: every behaviour test runs on stock asyncio and on uvloop.
 
 `loop` is a fresh, not running loop of the kind under test, closed after the test. Every test
-is also checked for leaked file descriptors (libuv handles and sockets all own one).
+is also checked for leaked file descriptors (libuv handles and sockets all own one), and on our
+loop for libuv handles left open.
 """
 
 import asyncio
@@ -41,6 +42,9 @@ def new_loop(loop_kind):
     yield make
     for loop in made:
         if not loop.is_closed():
+            if loop_kind == "uvloop":
+                # Every libuv handle a test caused (processes, signals...) must be closed by now.
+                assert loop._open_libuv_handles() == 0, "libuv handles left open by the test"
             loop.close()
 
 

@@ -614,6 +614,12 @@ impl Loop {
         run::run_forever(slf)
     }
 
+    /// How many libuv handles are open beyond the loop's own (tests check that none leak).
+    fn _open_libuv_handles(&self, py: Python<'_>) -> usize {
+        let own = self.internal.borrow(py).as_ref().map_or(0, |_| 2);
+        self.uv.open_handles().saturating_sub(own)
+    }
+
     /// The native half of `close()`: drops queued work and releases every libuv resource.
     fn _close(&self, py: Python<'_>) {
         if self.closed.get(py) {

@@ -161,6 +161,26 @@ impl UvLoop {
     pub fn is_closed(&self) -> bool {
         self.closed.get()
     }
+
+    /// How many libuv handles are open (not closing); 0 once the loop is closed.
+    pub fn open_handles(&self) -> usize {
+        if self.closed.get() {
+            return 0;
+        }
+        unsafe extern "C" fn count(handle: *mut sys::uv_handle_t, arg: *mut c_void) {
+            // SAFETY: uv_walk passes live handles and the `arg` given below, a usize counter.
+            unsafe {
+                if sys::uv_is_closing(handle) == 0 {
+                    *arg.cast::<usize>() += 1;
+                }
+            }
+        }
+        let mut open = 0usize;
+        // SAFETY: valid loop; the callback only reads handle state and bumps the counter, which
+        // outlives the call.
+        unsafe { sys::uv_walk(self.as_ptr(), Some(count), (&raw mut open).cast()) };
+        open
+    }
 }
 
 impl Drop for UvLoop {
