@@ -16,7 +16,7 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, coroutines, events, log, selector_events, unix_events
+from asyncio import base_events, coroutines, events, log, selector_events, sslproto, unix_events
 
 from . import _transports
 from . import loop as _native
@@ -96,6 +96,28 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        **timeouts,
+    ):
+        # asyncio's TLS layer (its SSLProtocol, with the timeouts the running Python has) over
+        # our socket transport.
+        self._ensure_fd_no_transport(rawsock)
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
+        )
+        _transports.SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
 
     # asyncio's own implementations: they only use attributes this class provides.
     __repr__ = _Base.__repr__
@@ -340,12 +362,12 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
 # only needs the attributes above (_add_reader and friends, _transports, _selector). The
 # most derived class that defines a name wins, as in the MRO of asyncio's unix loop.
 _BORROWED = (
-    # servers, connections, resolution
+    # servers, connections, TLS, datagrams
     "create_connection", "_connect_sock", "_create_connection_transport", "_ensure_resolved",
-    "_getaddrinfo_debug", "create_server",
-    "_create_server_getaddrinfo", "connect_accepted_socket", "start_tls",
-    "create_unix_connection", "create_unix_server", "_start_serving", "_stop_serving",
-    "_accept_connection", "_accept_connection2", "_make_ssl_transport", "create_datagram_endpoint", "_make_datagram_transport",
+    "_getaddrinfo_debug", "create_server", "_create_server_getaddrinfo",
+    "connect_accepted_socket", "start_tls", "create_unix_connection", "create_unix_server",
+    "_start_serving", "_stop_serving", "_accept_connection", "_accept_connection2",
+    "create_datagram_endpoint", "_make_datagram_transport",
     # pipes
     "connect_read_pipe", "connect_write_pipe", "_make_read_pipe_transport",
     "_make_write_pipe_transport",

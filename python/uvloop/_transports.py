@@ -45,6 +45,7 @@ class SocketTransport(transports._FlowControlMixin, asyncio.Transport):
     """
 
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    _start_tls_compatible = True
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         asyncio.BaseTransport.__init__(self, extra)
