@@ -19,5 +19,6 @@ fn uvloop_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<handles::Handle>()?;
     module.add_class::<handles::TimerHandle>()?;
     module.add_class::<transports::StreamTransport>()?;
+    module.add_class::<transports::SockOp>()?;
     Ok(())
 }

@@ -26,6 +26,9 @@ _Base = base_events.BaseEventLoop
 
 _NUMERIC_NAMEINFO = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
 
+# sock_* refuse SSL sockets from 3.9.? on; where asyncio has no such check, nor do we.
+_check_ssl_socket = getattr(base_events, "_check_ssl_socket", lambda sock: None)
+
 
 def _is_numeric_host(host):
     """Whether getaddrinfo can answer for `host` without asking a resolver."""
@@ -93,6 +96,38 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         if flags & _NUMERIC_NAMEINFO == _NUMERIC_NAMEINFO:
             return socket.getnameinfo(sockaddr, flags)
         return await self._run_in_pool(socket.getnameinfo, sockaddr, flags)
+
+    # sock_* on the data path: the system call at once, natively; a native wait only when the
+    # socket is not ready. Checks as asyncio's.
+
+    async def sock_recv(self, sock, n):
+        """Receive up to `n` bytes from the non-blocking socket `sock`."""
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        data = self._sock_recv_or_wait(sock, n)
+        if data.__class__ is bytes:
+            return data
+        return await data
+
+    async def sock_recv_into(self, sock, buf):
+        """Receive into `buf` from the non-blocking socket `sock`; the byte count."""
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        count = self._sock_recv_into_or_wait(sock, buf)
+        if count.__class__ is int:
+            return count
+        return await count
+
+    async def sock_sendall(self, sock, data):
+        """Send all of `data` on the non-blocking socket `sock`."""
+        _check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        rest = self._sock_sendall_or_wait(sock, data)
+        if rest is not None:
+            await rest
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
@@ -374,9 +409,8 @@ _BORROWED = (
     # fd watchers: the public methods check that no transport owns the fd
     "add_reader", "remove_reader", "add_writer", "remove_writer", "_ensure_fd_no_transport",
     # sock_* and sendfile
-    "sock_recv", "_sock_recv", "sock_recv_into", "_sock_recv_into", "sock_recvfrom",
-    "_sock_recvfrom", "sock_recvfrom_into", "_sock_recvfrom_into", "sock_sendall",
-    "_sock_sendall", "sock_sendto", "_sock_sendto", "sock_connect", "_sock_connect",
+    "sock_recvfrom", "_sock_recvfrom", "sock_recvfrom_into", "_sock_recvfrom_into",
+    "sock_sendto", "_sock_sendto", "sock_connect", "_sock_connect",
     "_sock_connect_cb", "sock_accept", "_sock_accept", "_sock_read_done", "_sock_write_done",
     "sendfile", "_sendfile_native", "_sendfile_fallback", "sock_sendfile",
     "_sock_sendfile_native", "_sock_sendfile_native_impl", "_sock_sendfile_update_filepos",

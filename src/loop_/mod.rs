@@ -22,7 +22,7 @@ use crate::clock;
 use crate::gil::{GilCell, GilRefCell};
 use crate::handles::{self, Handle, TimerHandle};
 use crate::python;
-use crate::transports::StreamTransport;
+use crate::transports::{IoTarget, SockOp};
 use crate::uv::error::os_error;
 use crate::uv::event_loop::{release_gil_before_poll, UvLoop};
 use crate::uv::handle::Handle as UvHandle;
@@ -36,7 +36,7 @@ pub enum Ready {
     Call(Py<Handle>),
     /// A native transport's fd is ready for these interests (asyncio would queue its
     /// `_read_ready`/`_write_ready` handles here).
-    Io(Py<StreamTransport>, Interest),
+    Io(IoTarget, Interest),
 }
 use timer_heap::TimerHeap;
 
@@ -188,13 +188,13 @@ impl Loop {
         self.ready.borrow_mut(py).push_back(Ready::Call(handle));
     }
 
-    /// Sets what a native transport waits for on its fd; the previous registration (if the
-    /// interest drops to nothing) is released outside the borrow.
+    /// Sets what a native transport or socket operation waits for on its fd; the previous
+    /// registration (if the interest drops to nothing) is released outside the borrow.
     pub fn set_stream_interest(
         &self,
         py: Python<'_>,
         fd: c_int,
-        stream: &Py<StreamTransport>,
+        stream: &IoTarget,
         interest: Interest,
     ) -> PyResult<()> {
         if interest != 0 {
@@ -457,6 +457,33 @@ impl Loop {
         self.timer_handle_cancelled(py, handle.get());
     }
 
+    /// `sock.recv(n)` if the socket has data (or an error) now, else a future for it.
+    fn _sock_recv_or_wait(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        n: isize,
+    ) -> PyResult<Py<PyAny>> {
+        SockOp::recv(slf, sock, n)
+    }
+
+    /// `sock.recv_into(buf)` if the socket has data (or an error) now, else a future for it.
+    fn _sock_recv_into_or_wait(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        buf: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        SockOp::recv_into(slf, sock, buf)
+    }
+
+    /// Sends `data`: None when the socket took it all now, else a future for the rest.
+    fn _sock_sendall_or_wait(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        SockOp::sendall(slf, sock, data)
+    }
+
     /// A future for `func(*args)` called in libuv's thread pool (blocking library calls).
     #[pyo3(signature = (func, *args))]
     fn _run_in_pool(
@@ -692,7 +719,7 @@ impl Loop {
             for entry in ready.iter() {
                 match entry {
                     Ready::Call(handle) => handles::visit_owned(py, handle.bind(py), &visit)?,
-                    Ready::Io(stream, _) => visit.call(stream)?,
+                    Ready::Io(target, _) => target.visit(&visit)?,
                 }
             }
         }
@@ -709,8 +736,8 @@ impl Loop {
                 for fileobj in selector.fileobjs() {
                     visit.call(fileobj)?;
                 }
-                for stream in selector.streams() {
-                    visit.call(stream)?;
+                for target in selector.streams() {
+                    target.visit(&visit)?;
                 }
             }
         }

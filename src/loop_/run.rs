@@ -14,7 +14,6 @@ use super::{selector, Loop, Ready};
 use crate::clock;
 use crate::handles::{self, Handle, Outcome};
 use crate::python;
-use crate::transports::StreamTransport;
 use crate::uv::event_loop::RUN_NOWAIT;
 
 /// While callbacks keep the ready queue busy, libuv is asked for I/O at most this often; each
@@ -241,7 +240,7 @@ fn run_ready(slf: &Bound<'_, Loop>) -> PyResult<()> {
         };
         let outcome = match entry {
             Ready::Call(handle) => run_handle(this, handle.into_bound(py)),
-            Ready::Io(stream, interest) => StreamTransport::on_ready(stream.bind(py), interest),
+            Ready::Io(target, interest) => target.on_ready(py, interest),
         };
         if let Outcome::Escape(err) = outcome {
             return Err(err);
@@ -387,7 +386,7 @@ pub fn drop_queued(this: &Loop, py: Python<'_>) {
     for entry in ready {
         match entry {
             Ready::Call(handle) => handles::release(handle),
-            Ready::Io(stream, _) => drop(stream),
+            Ready::Io(target, _) => drop(target),
         }
     }
     let timers: Vec<_> = this

@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use pyo3::prelude::*;
 
 use crate::handles::Handle;
-use crate::transports::StreamTransport;
+use crate::transports::IoTarget;
 
 /// One watched fd, like a `selectors.SelectorKey` with `(reader, writer)` as data.
 struct Key {
@@ -56,7 +56,7 @@ pub struct Selector {
     epoll: OwnedFd,
     keys: HashMap<RawFd, Key>,
     /// Native transports with the interest each registered (never 0: such entries are removed).
-    streams: HashMap<RawFd, (Py<StreamTransport>, Interest)>,
+    streams: HashMap<RawFd, (IoTarget, Interest)>,
     events: Vec<libc::epoll_event>,
 }
 
@@ -65,7 +65,7 @@ pub struct Selector {
 #[derive(Default)]
 pub struct Collected {
     pub handles: Vec<Py<Handle>>,
-    pub streams: Vec<(Py<StreamTransport>, Interest)>,
+    pub streams: Vec<(IoTarget, Interest)>,
     pub cancelled: Vec<(RawFd, Side)>,
     /// libuv's backend fd is ready: libuv has callbacks to run.
     pub uv_ready: bool,
@@ -236,10 +236,10 @@ impl Selector {
     pub fn set_stream(
         &mut self,
         fd: RawFd,
-        stream: &Py<StreamTransport>,
+        stream: &IoTarget,
         interest: Interest,
         py: Python<'_>,
-    ) -> io::Result<Option<Py<StreamTransport>>> {
+    ) -> io::Result<Option<IoTarget>> {
         let events = |interest: Interest| {
             let mut events = 0;
             if interest & READABLE != 0 {
@@ -251,19 +251,29 @@ impl Selector {
             events
         };
         if interest == 0 {
-            let removed = self.streams.remove(&fd).map(|(old, _)| old);
-            if removed.is_some() {
-                // The fd may already be closed (then the kernel dropped it): ignored.
-                let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
+            // Only its own registration: another target may have replaced it on the same fd.
+            if !self
+                .streams
+                .get(&fd)
+                .is_some_and(|(current, _)| current.is(stream))
+            {
+                return Ok(None);
             }
+            let removed = self.streams.remove(&fd).map(|(old, _)| old);
+            // The fd may already be closed (then the kernel dropped it): ignored.
+            let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
             return Ok(removed);
         }
         match self.streams.get(&fd).map(|(_, current)| *current) {
             Some(current) => {
                 if current != interest {
                     self.ctl(libc::EPOLL_CTL_MOD, fd, events(interest))?;
-                    if let Some(entry) = self.streams.get_mut(&fd) {
-                        entry.1 = interest;
+                }
+                // A new target replaces the old one, as a new reader replaces asyncio's.
+                if let Some(entry) = self.streams.get_mut(&fd) {
+                    let old = std::mem::replace(entry, (stream.clone_ref(py), interest));
+                    if !old.0.is(stream) {
+                        return Ok(Some(old.0));
                     }
                 }
             }
@@ -276,7 +286,7 @@ impl Selector {
     }
 
     /// Empties the set, handing back every handle and file object for dropping outside a borrow.
-    pub fn drain(&mut self) -> (Vec<DrainedKey>, Vec<Py<StreamTransport>>) {
+    pub fn drain(&mut self) -> (Vec<DrainedKey>, Vec<IoTarget>) {
         let keys = self
             .keys
             .drain()
@@ -290,7 +300,7 @@ impl Selector {
         (keys, streams)
     }
 
-    pub fn streams(&self) -> impl Iterator<Item = &Py<StreamTransport>> {
+    pub fn streams(&self) -> impl Iterator<Item = &IoTarget> {
         self.streams.values().map(|(stream, _)| stream)
     }
 

@@ -1,8 +1,55 @@
-//! Transports: the per-read and per-write halves of asyncio's transports, natively.
+//! Transports and socket operations: the per-read and per-write halves of asyncio's, natively.
 
 mod buffer;
+mod sock_ops;
 mod stream;
 mod syscall;
 mod write_queue;
 
+use pyo3::prelude::*;
+
+use crate::handles::Outcome;
+pub use sock_ops::SockOp;
 pub use stream::StreamTransport;
+
+/// What the loop's selector notifies directly (without a Handle) when its fd is ready.
+pub enum IoTarget {
+    Stream(Py<StreamTransport>),
+    Sock(Py<SockOp>),
+}
+
+impl IoTarget {
+    pub fn clone_ref(&self, py: Python<'_>) -> Self {
+        match self {
+            IoTarget::Stream(stream) => IoTarget::Stream(stream.clone_ref(py)),
+            IoTarget::Sock(op) => IoTarget::Sock(op.clone_ref(py)),
+        }
+    }
+
+    /// Runs what became possible; `ready` holds the selector's READABLE/WRITABLE bits.
+    pub fn on_ready(&self, py: Python<'_>, ready: u32) -> Outcome {
+        match self {
+            IoTarget::Stream(stream) => StreamTransport::on_ready(stream.bind(py), ready),
+            IoTarget::Sock(op) => SockOp::on_ready(op.bind(py)),
+        }
+    }
+
+    /// Whether both are the same object.
+    pub fn is(&self, other: &IoTarget) -> bool {
+        self.as_ptr() == other.as_ptr()
+    }
+
+    fn as_ptr(&self) -> *mut pyo3::ffi::PyObject {
+        match self {
+            IoTarget::Stream(stream) => stream.as_ptr(),
+            IoTarget::Sock(op) => op.as_ptr(),
+        }
+    }
+
+    pub fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        match self {
+            IoTarget::Stream(stream) => visit.call(stream),
+            IoTarget::Sock(op) => visit.call(op),
+        }
+    }
+}

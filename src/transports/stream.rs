@@ -34,6 +34,30 @@ thread_local! {
     static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Receives at most `size` bytes from `fd` into a `bytes` (through the loop thread's read
+/// buffer when it is large enough): Ok(None) when the socket has nothing now (EAGAIN); an empty
+/// `bytes` at end of stream; Err(errno) on failure.
+pub fn recv_bytes<'py>(
+    py: Python<'py>,
+    fd: c_int,
+    size: usize,
+) -> Result<Option<Bound<'py, PyBytes>>, c_int> {
+    let receive = |buffer: &mut [u8]| match syscall::recv(fd, buffer.as_mut_ptr(), buffer.len()) {
+        Ok(n) => Ok(Some(PyBytes::new(py, &buffer[..n]))),
+        Err(libc::EAGAIN) => Ok(None),
+        Err(errno) => Err(errno),
+    };
+    if size > READ_SIZE {
+        return receive(&mut vec![0; size]);
+    }
+    READ_BUFFER.with_borrow_mut(|buffer| {
+        if buffer.len() < READ_SIZE {
+            buffer.resize(READ_SIZE, 0);
+        }
+        receive(&mut buffer[..size])
+    })
+}
+
 /// The protocol with the callbacks of its read path, looked up when it is set.
 struct Protocol {
     obj: Py<PyAny>,
@@ -160,18 +184,10 @@ impl StreamTransport {
 
     fn read_data(slf: &Bound<'_, Self>, method: Option<Py<PyAny>>) -> PyResult<()> {
         let py = slf.py();
-        let fd = slf.get().fd;
-        let received = READ_BUFFER.with_borrow_mut(|buffer| {
-            if buffer.len() < READ_SIZE {
-                buffer.resize(READ_SIZE, 0);
-            }
-            syscall::recv(fd, buffer.as_mut_ptr(), READ_SIZE)
-                .map(|n| (n > 0).then(|| PyBytes::new(py, &buffer[..n])))
-        });
-        let data = match received {
+        let data = match recv_bytes(py, slf.get().fd, READ_SIZE) {
+            Ok(Some(data)) if data.as_bytes().is_empty() => return Self::read_eof(slf),
             Ok(Some(data)) => data,
-            Ok(None) => return Self::read_eof(slf),
-            Err(libc::EAGAIN) => return Ok(()),
+            Ok(None) => return Ok(()),
             Err(errno) => {
                 return Self::fatal_error(
                     slf,
@@ -403,7 +419,7 @@ impl StreamTransport {
         if this.interest.get(py) == interest {
             return Ok(());
         }
-        let me = slf.clone().unbind();
+        let me = super::IoTarget::Stream(slf.clone().unbind());
         this.event_loop
             .get()
             .set_stream_interest(py, this.fd, &me, interest)?;
@@ -567,7 +583,7 @@ impl StreamTransport {
 }
 
 /// The bytes of what `write()` accepts: bytes (kept), bytearray and memoryview (copied).
-fn chunk_of(data: &Bound<'_, PyAny>) -> PyResult<Chunk> {
+pub fn chunk_of(data: &Bound<'_, PyAny>) -> PyResult<Chunk> {
     if let Ok(bytes) = data.cast::<PyBytes>() {
         return Ok(Chunk::Shared(bytes.clone().unbind()));
     }
