@@ -77,6 +77,8 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         self._forward_signals_fd = None
         # fd -> transport, so that add_reader() refuses an fd a transport owns (as asyncio).
         self._transports = weakref.WeakValueDictionary()
+        # Listening Unix socket -> inode of its file, removed on close (create_unix_server, 3.13+).
+        self._unix_server_sockets = {}
         self.set_debug(coroutines._is_debug_mode())
 
     @property
@@ -128,6 +130,22 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         rest = self._sock_sendall_or_wait(sock, data)
         if rest is not None:
             await rest
+
+    def _stop_serving(self, sock):
+        """Stop accepting on `sock` and close it; a Unix server's socket file is removed if it
+        is still the one it bound (as asyncio does from 3.13 on)."""
+        path = sock.getsockname() if sock in self._unix_server_sockets else None
+        selector_events.BaseSelectorEventLoop._stop_serving(self, sock)
+        if path is None:
+            return
+        inode = self._unix_server_sockets.pop(sock)
+        try:
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.logger.error("Unable to clean up listening UNIX socket %r: %r", path, exc)
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
@@ -401,7 +419,7 @@ _BORROWED = (
     "create_connection", "_connect_sock", "_create_connection_transport", "_ensure_resolved",
     "_getaddrinfo_debug", "create_server", "_create_server_getaddrinfo",
     "connect_accepted_socket", "start_tls", "create_unix_connection", "create_unix_server",
-    "_start_serving", "_stop_serving", "_accept_connection", "_accept_connection2",
+    "_start_serving", "_accept_connection", "_accept_connection2",
     "create_datagram_endpoint", "_make_datagram_transport",
     # pipes
     "connect_read_pipe", "connect_write_pipe", "_make_read_pipe_transport",
