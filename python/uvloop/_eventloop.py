@@ -95,7 +95,7 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         return await self._run_in_pool(resolve, host, port, family, type, proto, flags)
 
     async def getnameinfo(self, sockaddr, flags=0):
-        if flags & _NUMERIC_NAMEINFO == _NUMERIC_NAMEINFO:
+        if isinstance(flags, int) and flags & _NUMERIC_NAMEINFO == _NUMERIC_NAMEINFO:
             return socket.getnameinfo(sockaddr, flags)
         return await self._run_in_pool(socket.getnameinfo, sockaddr, flags)
 
