@@ -767,6 +767,30 @@ def test_tcp_nodelay_on_both_ends(loop):
     run(loop, main())
 
 
+def test_tcp_nodelay_on_a_socket_made_with_proto_0(loop, loop_kind):
+    """A TCP socket made without IPPROTO_TCP is still TCP: our transports disable Nagle on it,
+    asyncio's skip it (its check looks at sock.proto)."""
+
+    async def main():
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        server = await loop.create_server(asyncio.Protocol, sock=listener)
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.setblocking(False)
+        await loop.sock_connect(client, listener.getsockname())
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=client)
+        nodelay = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        transport.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0)
+        return nodelay
+
+    nodelay = run(loop, main())
+    assert (nodelay != 0) == (loop_kind == "uvloop")
+
+
 def test_write_buffer_limits(loop):
     """Defaults are (16384, 65536); high alone sets low = high // 4, low alone high = 4 * low;
     high < low or a negative limit is a ValueError."""

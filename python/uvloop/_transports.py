@@ -10,6 +10,7 @@ error reports, are here.
 import asyncio
 import contextvars
 import inspect
+import socket
 import warnings
 from asyncio import base_events, constants, futures, log, transports, trsock
 
@@ -35,6 +36,17 @@ _NATIVE_METHODS = (
     "get_protocol",
     "set_protocol",
 )
+
+
+def _set_nodelay(sock):
+    """TCP_NODELAY on every TCP socket; asyncio skips sockets made with proto 0, which are TCP
+    too (and then suffer Nagle's delay with split writes)."""
+    if (
+        sock.family in (socket.AF_INET, socket.AF_INET6)
+        and sock.type == socket.SOCK_STREAM
+        and sock.proto in (0, socket.IPPROTO_TCP)
+    ):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class SocketTransport(transports._FlowControlMixin, asyncio.Transport):
@@ -76,7 +88,7 @@ class SocketTransport(transports._FlowControlMixin, asyncio.Transport):
             else:
                 server._attach()
         loop._transports[self._sock_fd] = self
-        base_events._set_nodelay(sock)
+        _set_nodelay(sock)
         loop.call_soon(protocol.connection_made, self)
         # Reading starts only after connection_made().
         loop.call_soon(core._start_reading)
