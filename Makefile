@@ -1,5 +1,6 @@
 # The two commands of this project (see README.md):
 #   make bench   the main job: builds the loop and runs the side-by-side benchmarks
+#                (event-loop micro-benchmarks, echo servers, HTTP servers; about 25 minutes)
 #   make test    every test: cargo test, then pytest on each CPython 3.9-3.13 found
 #
 # Both set up what they need: libclang (for libuv-sys2's bindgen), per-Python virtualenvs
@@ -21,6 +22,8 @@ test: cargo-test pytest-all
 
 bench: libclang
 	@$(MAIN_PYTHON) bench/run.py
+	$(MAIN_PYTHON) bench/echo/run.py --no-build
+	$(MAIN_PYTHON) bench/http/run.py --no-build
 
 libclang:
 	@if ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then

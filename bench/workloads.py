@@ -302,6 +302,124 @@ def case_run_in_executor(loop, n):
     return t1 - t0
 
 
+def _udp_echo(loop, n, size):
+    """n datagrams of `size` bytes bounced one at a time off an echo endpoint on 127.0.0.1."""
+    payload = b"u" * size
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            self.transport.sendto(data, addr)
+
+    class Client(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.count = 0
+            self.done = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            self.count += len(data) == size
+            if self.count == n:
+                self.done.set_result(None)
+            else:
+                self.transport.sendto(payload)
+
+    async def setup():
+        server, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+        address = server.get_extra_info("sockname")
+        client, proto = await loop.create_datagram_endpoint(Client, remote_addr=address)
+        return server, client, proto
+
+    server, client, proto = loop.run_until_complete(setup())
+    client.sendto(payload)
+    t0 = perf_counter()
+    loop.run_until_complete(asyncio.wait_for(proto.done, 60))
+    t1 = perf_counter()
+    client.close()
+    server.close()
+    loop.run_until_complete(asyncio.sleep(0))
+    check(proto.count == n, f"{proto.count} of {n} datagrams came back")
+    return t1 - t0
+
+
+def case_udp_echo_64(loop, n):
+    """64-byte datagrams, one round trip at a time, through a datagram echo endpoint."""
+    return _udp_echo(loop, n, 64)
+
+
+def case_udp_echo_1k(loop, n):
+    """1 KiB datagrams, one round trip at a time, through a datagram echo endpoint."""
+    return _udp_echo(loop, n, 1024)
+
+
+def case_pipe_throughput(loop, n):
+    """n MiB from a write pipe transport to a read pipe transport of one os.pipe()."""
+    chunk = b"p" * (1024 * 1024)
+
+    class Reader(asyncio.Protocol):
+        def __init__(self):
+            self.size = 0
+            self.done = loop.create_future()
+
+        def data_received(self, data):
+            self.size += len(data)
+            if self.size >= n * len(chunk):
+                self.done.set_result(None)
+
+    class Writer(asyncio.Protocol):
+        def __init__(self):
+            self.resumed = None
+
+        def pause_writing(self):
+            self.resumed = loop.create_future()
+
+        def resume_writing(self):
+            self.resumed.set_result(None)
+            self.resumed = None
+
+    async def main():
+        r, w = os.pipe()
+        reader_t, reader = await loop.connect_read_pipe(Reader, os.fdopen(r, "rb"))
+        writer_t, writer = await loop.connect_write_pipe(Writer, os.fdopen(w, "wb"))
+        t0 = perf_counter()
+        for _ in range(n):
+            writer_t.write(chunk)
+            if writer.resumed is not None:
+                await writer.resumed
+        await reader.done
+        t1 = perf_counter()
+        writer_t.close()
+        reader_t.close()
+        await asyncio.sleep(0)
+        return t1 - t0, reader.size
+
+    elapsed, size = loop.run_until_complete(main())
+    check(size == n * len(chunk), f"{size} of {n * len(chunk)} bytes arrived")
+    return elapsed
+
+
+def case_subprocess_spawn(loop, n):
+    """n times: start /bin/true with create_subprocess_exec and wait for it."""
+
+    async def main():
+        codes = 0
+        for _ in range(n):
+            proc = await asyncio.create_subprocess_exec("/bin/true")
+            codes += await proc.wait()
+        return codes
+
+    coro = main()
+    t0 = perf_counter()
+    codes = loop.run_until_complete(coro)
+    t1 = perf_counter()
+    check(codes == 0, "a /bin/true failed")
+    return t1 - t0
+
+
 # name -> (function, default n, what one operation is)
 CASES = {
     "call_soon_batch": (case_call_soon_batch, 200_000, "callback"),
@@ -313,6 +431,10 @@ CASES = {
     "future_pingpong": (case_future_pingpong, 50_000, "round trip"),
     "call_soon_threadsafe": (case_call_soon_threadsafe, 200_000, "call"),
     "run_in_executor": (case_run_in_executor, 2_000, "call"),
+    "udp_echo_64": (case_udp_echo_64, 20_000, "round trip"),
+    "udp_echo_1k": (case_udp_echo_1k, 20_000, "round trip"),
+    "pipe_throughput": (case_pipe_throughput, 256, "MiB"),
+    "subprocess_spawn": (case_subprocess_spawn, 200, "process"),
 }
 QUICK_DIVISOR = 10
 

@@ -18,7 +18,7 @@ import warnings
 import weakref
 from asyncio import base_events, coroutines, events, log, selector_events, sslproto, unix_events
 
-from . import _transports
+from . import _subprocess, _transports
 from . import loop as _native
 
 _Base = base_events.BaseEventLoop
@@ -79,6 +79,9 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         self._transports = weakref.WeakValueDictionary()
         # Listening Unix socket -> inode of its file, removed on close (create_unix_server, 3.13+).
         self._unix_server_sockets = {}
+        # Child pid -> pidfd watched for its exit (see _subprocess).
+        self._child_pidfds = {}
+        _live_loops.add(self)
         self.set_debug(coroutines._is_debug_mode())
 
     @property
@@ -131,6 +134,20 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         if rest is not None:
             await rest
 
+    def _ensure_fd_no_transport(self, fd):
+        """RuntimeError if a transport that is not closing owns `fd` (asyncio's check, looked up
+        without raising KeyError on the common path)."""
+        fileno = fd
+        if not isinstance(fileno, int):
+            try:
+                fileno = int(fileno.fileno())
+            except (AttributeError, TypeError, ValueError):
+                raise ValueError(f"Invalid file object: {fd!r}") from None
+        ref = self._transports.data.get(fileno)
+        transport = None if ref is None else ref()
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
+
     def _stop_serving(self, sock):
         """Stop accepting on `sock` and close it; a Unix server's socket file is removed if it
         is still the one it bound (as asyncio does from 3.13 on)."""
@@ -146,6 +163,16 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
             pass
         except OSError as exc:
             log.logger.error("Unable to clean up listening UNIX socket %r: %r", path, exc)
+
+    async def _make_subprocess_transport(
+        self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
+    ):
+        return await _subprocess.make_subprocess_transport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs
+        )
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
@@ -227,6 +254,7 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
             return
         if self._debug:
             log.logger.debug("Close %r", self)
+        _subprocess.close_watchers(self)
         self._close()
         self._close_self_pipe()
         self._executor_shutdown_called = True
@@ -420,12 +448,12 @@ _BORROWED = (
     "_getaddrinfo_debug", "create_server", "_create_server_getaddrinfo",
     "connect_accepted_socket", "start_tls", "create_unix_connection", "create_unix_server",
     "_start_serving", "_accept_connection", "_accept_connection2",
-    "create_datagram_endpoint", "_make_datagram_transport",
-    # pipes
-    "connect_read_pipe", "connect_write_pipe", "_make_read_pipe_transport",
+    "create_datagram_endpoint",
+    # pipes and processes
+    "subprocess_exec", "subprocess_shell", "_log_subprocess", "connect_read_pipe", "connect_write_pipe", "_make_read_pipe_transport",
     "_make_write_pipe_transport",
     # fd watchers: the public methods check that no transport owns the fd
-    "add_reader", "remove_reader", "add_writer", "remove_writer", "_ensure_fd_no_transport",
+    "add_reader", "remove_reader", "add_writer", "remove_writer",
     # sock_* and sendfile
     "sock_recvfrom", "_sock_recvfrom", "sock_recvfrom_into", "_sock_recvfrom_into",
     "sock_sendto", "_sock_sendto", "sock_connect", "_sock_connect",
@@ -474,6 +502,18 @@ class _SelectorView:
         if not events:
             return default
         return selectors.SelectorKey(fd, fd, events, None)
+
+
+# Loops not yet garbage-collected: a forked child gives each its own kernel objects.
+_live_loops = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for loop in list(_live_loops):
+        loop._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def new_event_loop():

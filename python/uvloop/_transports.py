@@ -12,7 +12,7 @@ import contextvars
 import inspect
 import socket
 import warnings
-from asyncio import base_events, constants, futures, log, transports, trsock
+from asyncio import base_events, constants, futures, log, selector_events, transports, trsock
 
 from . import loop as _native
 
@@ -202,3 +202,14 @@ class SocketTransport(transports._FlowControlMixin, asyncio.Transport):
         if getattr(self, "_sock", None) is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._sock.close()
+
+
+# asyncio's datagram transport is an asyncio.DatagramTransport only from 3.12 on.
+_DATAGRAM_BASES = (selector_events._SelectorDatagramTransport,)
+if not issubclass(_DATAGRAM_BASES[0], asyncio.DatagramTransport):
+    _DATAGRAM_BASES += (asyncio.DatagramTransport,)
+
+
+class DatagramTransport(*_DATAGRAM_BASES):
+    """A datagram endpoint: asyncio's selector datagram transport, on every Python an instance
+    of asyncio.DatagramTransport as documented."""

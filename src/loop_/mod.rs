@@ -188,6 +188,34 @@ impl Loop {
         self.ready.borrow_mut(py).push_back(Ready::Call(handle));
     }
 
+    /// Arms `fd` once for a sock_* operation (see `Selector::arm_sock_op`).
+    pub fn arm_sock_op(
+        &self,
+        py: Python<'_>,
+        fd: c_int,
+        op: &Py<SockOp>,
+        interest: Interest,
+    ) -> PyResult<()> {
+        self.check_closed(py)?;
+        let replaced = match self.selector.borrow_mut(py).as_mut() {
+            Some(selector) => selector
+                .arm_sock_op(fd, op, interest, py)
+                .map_err(os_error)?,
+            None => None,
+        };
+        drop(replaced);
+        Ok(())
+    }
+
+    /// A sock_* operation finished: its fd stays registered, disarmed.
+    pub fn disarm_sock_op(&self, py: Python<'_>, fd: c_int, op: &Py<SockOp>) {
+        let removed = match self.selector.borrow_mut(py).as_mut() {
+            Some(selector) => selector.disarm_sock_op(fd, op),
+            None => None,
+        };
+        drop(removed);
+    }
+
     /// Sets what a native transport or socket operation waits for on its fd; the previous
     /// registration (if the interest drops to nothing) is released outside the borrow.
     pub fn set_stream_interest(
@@ -641,6 +669,21 @@ impl Loop {
         run::run_forever(slf)
     }
 
+    /// Called in a forked child for every live loop: the kernel objects the loop waits on are
+    /// replaced by its own, so that closing or using the loop here leaves the parent's alone.
+    fn _after_fork(&self, py: Python<'_>) -> PyResult<()> {
+        if self.closed.get(py) {
+            return Ok(());
+        }
+        self.uv.after_fork()?;
+        if let Some(selector) = self.selector.borrow_mut(py).as_mut() {
+            selector
+                .rebuild_after_fork(self.uv.backend_fd())
+                .map_err(os_error)?;
+        }
+        Ok(())
+    }
+
     /// How many libuv handles are open beyond the loop's own (tests check that none leak).
     fn _open_libuv_handles(&self, py: Python<'_>) -> usize {
         let own = self.internal.borrow(py).as_ref().map_or(0, |_| 2);
@@ -738,6 +781,9 @@ impl Loop {
                 }
                 for target in selector.streams() {
                     target.visit(&visit)?;
+                }
+                for op in selector.sock_ops() {
+                    visit.call(op)?;
                 }
             }
         }

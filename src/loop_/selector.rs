@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use pyo3::prelude::*;
 
 use crate::handles::Handle;
-use crate::transports::IoTarget;
+use crate::transports::{IoTarget, SockOp};
 
 /// One watched fd, like a `selectors.SelectorKey` with `(reader, writer)` as data.
 struct Key {
@@ -57,7 +57,29 @@ pub struct Selector {
     keys: HashMap<RawFd, Key>,
     /// Native transports with the interest each registered (never 0: such entries are removed).
     streams: HashMap<RawFd, (IoTarget, Interest)>,
+    /// sock_* operations (a reading and a writing one per fd), registered one-shot: each wait
+    /// re-arms the fd with one epoll_ctl, and an fd stays in the set (disarmed) between
+    /// operations instead of leaving and rejoining it.
+    sock_ops: HashMap<RawFd, SockSlots>,
     events: Vec<libc::epoll_event>,
+}
+
+/// The sock_* operations waiting on one fd.
+#[derive(Default)]
+struct SockSlots {
+    reader: Option<Py<SockOp>>,
+    writer: Option<Py<SockOp>>,
+}
+
+impl SockSlots {
+    fn interest(&self) -> Interest {
+        (if self.reader.is_some() { READABLE } else { 0 })
+            | (if self.writer.is_some() { WRITABLE } else { 0 })
+    }
+
+    fn ops(&self) -> impl Iterator<Item = &Py<SockOp>> {
+        self.reader.iter().chain(self.writer.iter())
+    }
 }
 
 /// What one poll found: handles to run, native transports to notify, and the add_reader sides
@@ -91,6 +113,7 @@ impl Selector {
             epoll: unsafe { OwnedFd::from_raw_fd(fd) },
             keys: HashMap::new(),
             streams: HashMap::new(),
+            sock_ops: HashMap::new(),
             events: Vec::new(),
         };
         let mut event = libc::epoll_event {
@@ -102,6 +125,43 @@ impl Selector {
             return Err(io::Error::last_os_error());
         }
         Ok(selector)
+    }
+
+    /// In a forked child: moves every registration to a new epoll set watching the new
+    /// `uv_backend_fd`, so that changes no longer reach the set shared with the parent.
+    pub fn rebuild_after_fork(&mut self, uv_backend_fd: RawFd) -> io::Result<()> {
+        let fresh = Self::new(uv_backend_fd)?;
+        self.epoll = fresh.epoll;
+        let keys: Vec<(RawFd, u32)> = self
+            .keys
+            .iter()
+            .map(|(fd, key)| (*fd, key.epoll_events()))
+            .collect();
+        let streams: Vec<(RawFd, Interest)> = self
+            .streams
+            .iter()
+            .map(|(fd, (_, interest))| (*fd, *interest))
+            .collect();
+        // An fd closed since it was registered is simply not watched any more, as the kernel
+        // would have dropped it from the old set.
+        for (fd, events) in keys {
+            let _ = self.ctl(libc::EPOLL_CTL_ADD, fd, events);
+        }
+        for (fd, interest) in streams {
+            let _ = self.ctl(libc::EPOLL_CTL_ADD, fd, stream_events(interest));
+        }
+        // Waiting sock operations are armed again in the new set; idle fds rejoin on use.
+        self.sock_ops.retain(|_, slots| slots.interest() != 0);
+        let waiting: Vec<(RawFd, Interest)> = self
+            .sock_ops
+            .iter()
+            .map(|(fd, slots)| (*fd, slots.interest()))
+            .collect();
+        for (fd, interest) in waiting {
+            let events = stream_events(interest) | libc::EPOLLONESHOT as u32;
+            let _ = self.ctl(libc::EPOLL_CTL_ADD, fd, events);
+        }
+        Ok(())
     }
 
     /// Takes the event buffer out for a wait (see `wait`), sized for every registration.
@@ -135,6 +195,7 @@ impl Selector {
                         writer: Some(handle),
                     },
                 };
+                self.evict_sock_op(fd);
                 self.ctl(libc::EPOLL_CTL_ADD, fd, key.epoll_events())?;
                 self.keys.insert(fd, key);
                 Ok(None)
@@ -203,6 +264,16 @@ impl Selector {
             // readable.
             let readable = bits & !(libc::EPOLLOUT as u32) != 0;
             let writable = bits & !(libc::EPOLLIN as u32) != 0;
+            if let Some(slots) = self.sock_ops.get(&fd) {
+                // One-shot: the fd is disarmed now, so every waiting operation retries (and
+                // re-arms if it still cannot proceed).
+                for op in slots.ops() {
+                    found
+                        .streams
+                        .push((IoTarget::Sock(op.clone_ref(py)), READABLE | WRITABLE));
+                }
+                continue;
+            }
             if let Some((stream, interest)) = self.streams.get(&fd) {
                 let ready = interest
                     & (if readable { READABLE } else { 0 } | if writable { WRITABLE } else { 0 });
@@ -240,16 +311,6 @@ impl Selector {
         interest: Interest,
         py: Python<'_>,
     ) -> io::Result<Option<IoTarget>> {
-        let events = |interest: Interest| {
-            let mut events = 0;
-            if interest & READABLE != 0 {
-                events |= libc::EPOLLIN as u32;
-            }
-            if interest & WRITABLE != 0 {
-                events |= libc::EPOLLOUT as u32;
-            }
-            events
-        };
         if interest == 0 {
             // Only its own registration: another target may have replaced it on the same fd.
             if !self
@@ -267,7 +328,7 @@ impl Selector {
         match self.streams.get(&fd).map(|(_, current)| *current) {
             Some(current) => {
                 if current != interest {
-                    self.ctl(libc::EPOLL_CTL_MOD, fd, events(interest))?;
+                    self.ctl(libc::EPOLL_CTL_MOD, fd, stream_events(interest))?;
                 }
                 // A new target replaces the old one, as a new reader replaces asyncio's.
                 if let Some(entry) = self.streams.get_mut(&fd) {
@@ -278,11 +339,74 @@ impl Selector {
                 }
             }
             None => {
-                self.ctl(libc::EPOLL_CTL_ADD, fd, events(interest))?;
+                self.evict_sock_op(fd);
+                self.ctl(libc::EPOLL_CTL_ADD, fd, stream_events(interest))?;
                 self.streams.insert(fd, (stream.clone_ref(py), interest));
             }
         }
         Ok(None)
+    }
+
+    /// Arms `fd` once for `op`, waiting for `interest` (READABLE or WRITABLE) together with the
+    /// fd's other waiting operation; returns an operation of the same side it replaces.
+    pub fn arm_sock_op(
+        &mut self,
+        fd: RawFd,
+        op: &Py<SockOp>,
+        interest: Interest,
+        py: Python<'_>,
+    ) -> io::Result<Option<Py<SockOp>>> {
+        if self.keys.contains_key(&fd) || self.streams.contains_key(&fd) {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        let known = self.sock_ops.contains_key(&fd);
+        let slots = self.sock_ops.entry(fd).or_default();
+        let side = if interest & READABLE != 0 {
+            &mut slots.reader
+        } else {
+            &mut slots.writer
+        };
+        let replaced = side.replace(op.clone_ref(py));
+        let events = stream_events(slots.interest()) | libc::EPOLLONESHOT as u32;
+        let armed = if known {
+            // Still registered, unless the fd was closed (and maybe reused) since.
+            match self.ctl(libc::EPOLL_CTL_MOD, fd, events) {
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
+                    self.ctl(libc::EPOLL_CTL_ADD, fd, events)
+                }
+                other => other,
+            }
+        } else {
+            self.ctl(libc::EPOLL_CTL_ADD, fd, events)
+        };
+        if let Err(err) = armed {
+            self.disarm_sock_op(fd, op);
+            return Err(err);
+        }
+        Ok(replaced.filter(|old| old.as_ptr() != op.as_ptr()))
+    }
+
+    /// `op` is done: the fd stays registered (disarmed) for the next operation.
+    pub fn disarm_sock_op(&mut self, fd: RawFd, op: &Py<SockOp>) -> Option<Py<SockOp>> {
+        let slots = self.sock_ops.get_mut(&fd)?;
+        for side in [&mut slots.reader, &mut slots.writer] {
+            if side
+                .as_ref()
+                .is_some_and(|current| current.as_ptr() == op.as_ptr())
+            {
+                return side.take();
+            }
+        }
+        None
+    }
+
+    /// Another registration takes the fd over from sock operations (as a new reader replaces
+    /// asyncio's sock_recv reader).
+    fn evict_sock_op(&mut self, fd: RawFd) {
+        if self.sock_ops.remove(&fd).is_some() {
+            // Not registered any more if the fd was closed since: ignored.
+            let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
+        }
     }
 
     /// Empties the set, handing back every handle and file object for dropping outside a borrow.
@@ -302,6 +426,10 @@ impl Selector {
 
     pub fn streams(&self) -> impl Iterator<Item = &IoTarget> {
         self.streams.values().map(|(stream, _)| stream)
+    }
+
+    pub fn sock_ops(&self) -> impl Iterator<Item = &Py<SockOp>> {
+        self.sock_ops.values().flat_map(SockSlots::ops)
     }
 
     /// `selectors.EVENT_READ` (1) and/or `EVENT_WRITE` (2) for the sides watched on `fd`.
@@ -343,6 +471,18 @@ impl Selector {
         }
         Ok(())
     }
+}
+
+/// The epoll events for a native target's interest.
+fn stream_events(interest: Interest) -> u32 {
+    let mut events = 0;
+    if interest & READABLE != 0 {
+        events |= libc::EPOLLIN as u32;
+    }
+    if interest & WRITABLE != 0 {
+        events |= libc::EPOLLOUT as u32;
+    }
+    events
 }
 
 /// Waits up to `timeout_ms` (-1: no limit, 0: just a look) for events of the set `epoll`,

@@ -14,7 +14,6 @@ use pyo3::types::PyBytes;
 use super::buffer::{BufferView, Chunk};
 use super::stream::recv_bytes;
 use super::syscall;
-use super::IoTarget;
 use crate::gil::GilRefCell;
 use crate::handles::Outcome;
 use crate::loop_::{Loop, READABLE, WRITABLE};
@@ -33,6 +32,8 @@ pub struct SockOp {
     event_loop: Py<Loop>,
     fd: c_int,
     future: Py<PyAny>,
+    /// READABLE or WRITABLE: what the operation waits for.
+    interest: u32,
     /// None once the operation finished or its future was cancelled.
     operation: GilRefCell<Option<Operation>>,
 }
@@ -161,13 +162,12 @@ impl SockOp {
                 event_loop: event_loop.clone().unbind(),
                 fd,
                 future: future.clone().unbind(),
+                interest,
                 operation: GilRefCell::new(Some(operation)),
             },
         )?;
         future.call_method1(pyo3::intern!(py, "add_done_callback"), (op.clone_ref(py),))?;
-        event_loop
-            .get()
-            .set_stream_interest(py, fd, &IoTarget::Sock(op), interest)?;
+        event_loop.get().arm_sock_op(py, fd, &op, interest)?;
         Ok(future.unbind())
     }
 
@@ -204,7 +204,19 @@ impl SockOp {
             }
         };
         let settled = match attempt {
-            Ok(Some(Attempt::WouldBlock)) => return Outcome::Done,
+            Ok(Some(Attempt::WouldBlock)) => {
+                // A one-shot registration fired without the operation being possible: re-arm.
+                let me = slf.clone().unbind();
+                match this
+                    .event_loop
+                    .get()
+                    .arm_sock_op(py, this.fd, &me, this.interest)
+                {
+                    Ok(()) => return Outcome::Done,
+                    Err(err) => future
+                        .call_method1(pyo3::intern!(py, "set_exception"), (err.into_value(py),)),
+                }
+            }
             Ok(Some(Attempt::Done(value))) => {
                 future.call_method1(pyo3::intern!(py, "set_result"), (value,))
             }
@@ -219,7 +231,7 @@ impl SockOp {
         Outcome::Done
     }
 
-    /// Forgets the operation and leaves the selector (unless another operation replaced it).
+    /// Forgets the operation; its fd stays registered, disarmed, for the next one.
     fn finish(slf: &Bound<'_, Self>) {
         let py = slf.py();
         let this = slf.get();
@@ -228,13 +240,8 @@ impl SockOp {
             return;
         }
         drop(operation);
-        let me = IoTarget::Sock(slf.clone().unbind());
-        // Fails only if the loop is closed, which dropped the registration already.
-        drop(
-            this.event_loop
-                .get()
-                .set_stream_interest(py, this.fd, &me, 0),
-        );
+        let me = slf.clone().unbind();
+        this.event_loop.get().disarm_sock_op(py, this.fd, &me);
     }
 }
 

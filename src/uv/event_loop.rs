@@ -133,6 +133,16 @@ impl UvLoop {
         result
     }
 
+    /// In a forked child: gives libuv fresh kernel state (its epoll set is shared with the
+    /// parent until then).
+    pub fn after_fork(&self) -> Result<(), UvError> {
+        if self.closed.get() {
+            return Ok(());
+        }
+        // SAFETY: valid, initialised loop, called in the child on the thread that forked.
+        UvError::check(unsafe { sys::uv_loop_fork(self.as_ptr()) }).map(drop)
+    }
+
     /// Runs the loop until every close callback (and any request still in libuv's thread pool)
     /// has finished, then closes the loop itself. Owners must have closed their handles first; if
     /// one is still open, libuv refuses to close and the loop's memory is leaked, never freed
