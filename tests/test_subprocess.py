@@ -316,8 +316,10 @@ def test_subprocess_in_a_non_main_thread(new_loop):
 
 
 def test_fork_child_closes_the_inherited_loop_and_runs_a_new_one(new_loop, loop_kind):
-    """After fork the child closes the loop it inherited and runs a fresh one; the parent's
-    loop keeps working (wake-ups from threads, fd watchers)."""
+    """After fork the child closes the loop it inherited and runs a fresh one. Ours keeps the
+    parent's loop working (wake-ups from threads, fd watchers); asyncio's child, closing the
+    loop, unregisters fds from the epoll set it shares with the parent (on 3.12+ the parent's
+    loop then misses wake-ups), so that part is checked on ours only."""
     factory = uvloop.new_event_loop if loop_kind == "uvloop" else asyncio.new_event_loop
     loop = new_loop()
 
@@ -359,5 +361,6 @@ def test_fork_child_closes_the_inherited_loop_and_runs_a_new_one(new_loop, loop_
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert run(loop, wake_from_thread()) == 7
-    assert run(loop, read_socketpair()) == b"ping"
+    if loop_kind == "uvloop":
+        assert run(loop, wake_from_thread()) == 7
+        assert run(loop, read_socketpair()) == b"ping"
