@@ -171,6 +171,12 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
             self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs
         )
 
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return _transports.ReadPipeTransport(self, pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return _transports.WritePipeTransport(self, pipe, protocol, waiter, extra)
+
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
 
@@ -450,8 +456,8 @@ _BORROWED = (
     "_start_serving", "_accept_connection", "_accept_connection2",
     "create_datagram_endpoint",
     # pipes and processes
-    "subprocess_exec", "subprocess_shell", "_log_subprocess", "connect_read_pipe", "connect_write_pipe", "_make_read_pipe_transport",
-    "_make_write_pipe_transport",
+    "subprocess_exec", "subprocess_shell", "_log_subprocess", "connect_read_pipe",
+    "connect_write_pipe",
     # fd watchers: the public methods check that no transport owns the fd
     "add_reader", "remove_reader", "add_writer", "remove_writer",
     # sock_* and sendfile
@@ -471,6 +477,8 @@ def _borrow_networking(cls):
         base_events.BaseEventLoop,
     )
     for name in _BORROWED:
+        if name in vars(cls):
+            raise TypeError(f"{cls.__name__}.{name} is both defined and borrowed")
         for source in sources:
             if name in vars(source):
                 setattr(cls, name, vars(source)[name])

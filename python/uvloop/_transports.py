@@ -8,11 +8,23 @@ error reports, are here.
 """
 
 import asyncio
+import collections
 import contextvars
 import inspect
+import itertools
+import os
 import socket
 import warnings
-from asyncio import base_events, constants, futures, log, selector_events, transports, trsock
+from asyncio import (
+    base_events,
+    constants,
+    futures,
+    log,
+    selector_events,
+    transports,
+    trsock,
+    unix_events,
+)
 
 from . import loop as _native
 
@@ -212,4 +224,121 @@ if not issubclass(_DATAGRAM_BASES[0], asyncio.DatagramTransport):
 
 class DatagramTransport(*_DATAGRAM_BASES):
     """A datagram endpoint: asyncio's selector datagram transport, on every Python an instance
-    of asyncio.DatagramTransport as documented."""
+    of asyncio.DatagramTransport as documented, reading natively (no 256 KiB `bytes` made and
+    shrunk per datagram, no exception when there is nothing to read)."""
+
+    def _read_ready(self):
+        if self._conn_lost:
+            return
+        try:
+            received = _native.recvfrom(self._sock_fd)
+        except OSError as exc:
+            self._protocol.error_received(exc)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on datagram transport")
+        else:
+            if received is not None:
+                self._protocol.datagram_received(*received)
+
+
+class ReadPipeTransport(unix_events._UnixReadPipeTransport):
+    """The read end of a pipe (or FIFO, tty, socket): asyncio's, reading natively."""
+
+    def _read_ready(self):
+        try:
+            data = _native.read(self._fileno)
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal read error on pipe transport")
+            return
+        if data is None:
+            return
+        if data:
+            self._protocol.data_received(data)
+            return
+        if self._loop.get_debug():
+            log.logger.info("%r was closed by peer", self)
+        self._closing = True
+        self._loop._remove_reader(self._fileno)
+        self._loop.call_soon(self._protocol.eof_received)
+        self._loop.call_soon(self._call_connection_lost, None)
+
+
+class _WriteChunks:
+    """A write pipe's queue: what asyncio appends to its bytearray, kept as chunks (bytes by
+    reference, other buffers copied as asyncio copies them) and sent with os.writev, so that no
+    byte is copied again while it waits."""
+
+    __slots__ = ("_chunks", "_size")
+
+    # Chunks per writev (well under IOV_MAX).
+    MAX_VECTORS = 64
+
+    def __init__(self):
+        self._chunks = collections.deque()
+        self._size = 0
+
+    def __iadd__(self, data):
+        chunk = data if type(data) is bytes else bytes(data)
+        if chunk:
+            self._chunks.append(memoryview(chunk))
+            self._size += len(chunk)
+        return self
+
+    def __len__(self):
+        return self._size
+
+    def __bool__(self):
+        return self._size > 0
+
+    def clear(self):
+        self._chunks.clear()
+        self._size = 0
+
+    def vectors(self):
+        return list(itertools.islice(self._chunks, self.MAX_VECTORS))
+
+    def consume(self, count):
+        """Drops the first `count` bytes (sent)."""
+        self._size -= count
+        chunks = self._chunks
+        while count:
+            head = chunks[0]
+            if count < len(head):
+                chunks[0] = head[count:]
+                return
+            count -= len(head)
+            chunks.popleft()
+
+
+class WritePipeTransport(unix_events._UnixWritePipeTransport):
+    """The write end of a pipe (or FIFO, tty, socket): asyncio's, with a queue of chunks
+    written by os.writev instead of a bytearray that every write copies into and shifts."""
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        super().__init__(loop, pipe, protocol, waiter, extra)
+        self._buffer = _WriteChunks()
+
+    def _write_ready(self):
+        try:
+            sent = os.writev(self._fileno, self._buffer.vectors())
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._buffer.clear()
+            self._conn_lost += 1
+            # _fatal_error() leaves the writer alone once the buffer is empty.
+            self._loop._remove_writer(self._fileno)
+            self._fatal_error(exc, "Fatal write error on pipe transport")
+            return
+        self._buffer.consume(sent)
+        if self._buffer:
+            return
+        self._loop._remove_writer(self._fileno)
+        self._maybe_resume_protocol()  # may write again
+        if self._closing:
+            self._loop._remove_reader(self._fileno)
+            self._call_connection_lost(None)

@@ -1,6 +1,7 @@
 //! Transports and socket operations: the per-read and per-write halves of asyncio's, natively.
 
 mod buffer;
+mod reads;
 mod sock_ops;
 mod stream;
 mod syscall;
@@ -9,6 +10,7 @@ mod write_queue;
 use pyo3::prelude::*;
 
 use crate::handles::Outcome;
+pub use reads::{read, recvfrom};
 pub use sock_ops::SockOp;
 pub use stream::StreamTransport;
 

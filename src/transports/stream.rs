@@ -34,6 +34,16 @@ thread_local! {
     static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Runs `read` on the loop thread's read buffer (READ_SIZE bytes).
+pub fn with_read_buffer<R>(read: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUFFER.with_borrow_mut(|buffer| {
+        if buffer.len() < READ_SIZE {
+            buffer.resize(READ_SIZE, 0);
+        }
+        read(&mut buffer[..READ_SIZE])
+    })
+}
+
 /// Receives at most `size` bytes from `fd` into a `bytes` (through the loop thread's read
 /// buffer when it is large enough): Ok(None) when the socket has nothing now (EAGAIN); an empty
 /// `bytes` at end of stream; Err(errno) on failure.
@@ -50,12 +60,7 @@ pub fn recv_bytes<'py>(
     if size > READ_SIZE {
         return receive(&mut vec![0; size]);
     }
-    READ_BUFFER.with_borrow_mut(|buffer| {
-        if buffer.len() < READ_SIZE {
-            buffer.resize(READ_SIZE, 0);
-        }
-        receive(&mut buffer[..size])
-    })
+    with_read_buffer(|buffer| receive(&mut buffer[..size]))
 }
 
 /// The protocol with the callbacks of its read path, looked up when it is set.
