@@ -26,7 +26,9 @@ bench: libclang
 	$(MAIN_PYTHON) bench/http/run.py --no-build
 
 libclang:
-	@if ! ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+	@# libclang itself (libclang.so*, libclang-17.so*), not libclang-cpp, which bindgen cannot use.
+	if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+	    /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1; then
 	  echo "libclang missing: installing libclang-dev (needed by libuv-sys2's bindgen)"
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo )
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libclang-dev
