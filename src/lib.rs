@@ -20,7 +20,7 @@ fn uvloop_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<handles::TimerHandle>()?;
     module.add_class::<transports::StreamTransport>()?;
     module.add_class::<transports::SockOp>()?;
-    module.add_function(wrap_pyfunction!(transports::recvfrom, module)?)?;
+    module.add_class::<transports::DatagramCore>()?;
     module.add_function(wrap_pyfunction!(transports::read, module)?)?;
     Ok(())
 }

@@ -155,6 +155,191 @@ def test_unix_datagram_by_path(loop, tmp_path):
     assert run(loop, main()) == (b"over unix", str(tmp_path / "server.sock"))
 
 
+def _has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1 on this machine")
+def test_ipv6_echo_with_four_tuple_addresses(loop):
+    """The echo server answers to the 4-tuple address the socket module reports."""
+
+    async def main():
+        server, _ = await loop.create_datagram_endpoint(EchoDatagram, local_addr=("::1", 0))
+        address = server.get_extra_info("sockname")
+        client, proto = await loop.create_datagram_endpoint(Collector, local_addr=("::1", 0))
+        client.sendto(b"six", address)
+        client.sendto(b"two-tuple", address[:2])
+        first = await proto.received.get()
+        second = await proto.received.get()
+        client.close()
+        server.close()
+        await asyncio.sleep(0)
+        return address, first, second
+
+    address, first, second = run(loop, main())
+    assert first == (b"six", address)
+    assert second == (b"two-tuple", address)
+    assert len(address) == 4
+
+
+def test_sendto_data_and_address_forms(loop):
+    """bytearray and memoryview data, a host name, an empty datagram (sent from 3.13 on,
+    dropped before), and what asyncio refuses."""
+
+    async def main():
+        server, _ = await loop.create_datagram_endpoint(EchoDatagram, local_addr=("127.0.0.1", 0))
+        host, port = server.get_extra_info("sockname")
+        client, proto = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
+        client.sendto(bytearray(b"array"), (host, port))
+        client.sendto(memoryview(b"xxview")[2:], (host, port))
+        client.sendto(b"by name", ("localhost", port))
+        client.sendto(b"", (host, port))
+        client.sendto(b"last", (host, port))
+        received = []
+        while not received or received[-1] != b"last":
+            data, _ = await proto.received.get()
+            received.append(data)
+        with pytest.raises(TypeError):
+            client.sendto("text", (host, port))
+        client.close()
+        server.close()
+        await asyncio.sleep(0)
+        return received
+
+    received = run(loop, main())
+    empty = [b""] if sys.version_info >= (3, 13) else []
+    assert received == [b"array", b"view", b"by name", *empty, b"last"]
+
+
+def test_sendto_to_an_unparsable_address_is_a_fatal_error(loop):
+    """asyncio passes the address to socket.sendto, whose TypeError ends the transport."""
+
+    async def main():
+        client, proto = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
+        errors = []
+        loop.set_exception_handler(lambda loop, context: errors.append(context))
+        client.sendto(b"where?", ["127.0.0.1", 9])
+        await asyncio.sleep(0.01)
+        return errors, proto.lost
+
+    errors, lost = run(loop, main())
+    assert lost is not None and isinstance(lost[1], TypeError)
+    assert [type(context["exception"]) for context in errors] == [TypeError]
+
+
+def test_full_socket_queues_datagrams_in_order(loop, tmp_path):
+    """A Unix datagram peer that does not read: sendto queues in the transport (the buffer size
+    grows), and everything arrives in order once the peer reads."""
+
+    async def main():
+        peer_path = str(tmp_path / "peer.sock")
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        peer.bind(peer_path)
+        peer.setblocking(False)
+        transport, proto = await loop.create_datagram_endpoint(
+            Collector, local_addr=str(tmp_path / "ours.sock"), remote_addr=peer_path,
+            family=socket.AF_UNIX,
+        )
+        sent = 0
+        while transport.get_write_buffer_size() == 0 and sent < 100_000:
+            transport.sendto(sent.to_bytes(4, "big") * 256)
+            sent += 1
+        for _ in range(10):
+            transport.sendto(sent.to_bytes(4, "big") * 256)
+            sent += 1
+        queued = transport.get_write_buffer_size()
+        got = []
+        while len(got) < sent:
+            try:
+                got.append(int.from_bytes(peer.recv(2048)[:4], "big"))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        size = transport.get_write_buffer_size()
+        transport.close()
+        peer.close()
+        await asyncio.sleep(0)
+        return got, sent, queued, size
+
+    got, sent, queued, size = run(loop, main())
+    assert queued > 0
+    assert got == list(range(sent))
+    assert size == 0
+
+
+def test_datagram_received_errors_reach_the_exception_handler(loop):
+    """An exception in datagram_received is reported; the endpoint goes on receiving."""
+
+    class Failing(Collector):
+        def datagram_received(self, data, addr):
+            if data == b"boom":
+                raise RuntimeError("boom")
+            super().datagram_received(data, addr)
+
+    async def main():
+        errors = []
+        loop.set_exception_handler(lambda loop, context: errors.append(context))
+        server, proto = await loop.create_datagram_endpoint(Failing, local_addr=("127.0.0.1", 0))
+        address = server.get_extra_info("sockname")
+        client, _ = await loop.create_datagram_endpoint(Collector, remote_addr=address)
+        client.sendto(b"boom")
+        client.sendto(b"after")
+        data, _ = await proto.received.get()
+        client.close()
+        server.close()
+        await asyncio.sleep(0)
+        return data, errors
+
+    data, errors = run(loop, main())
+    assert data == b"after"
+    assert [str(context["exception"]) for context in errors] == ["boom"]
+
+
+def test_set_protocol_redirects_datagrams(loop):
+    async def main():
+        server, first = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
+        address = server.get_extra_info("sockname")
+        client, _ = await loop.create_datagram_endpoint(Collector, remote_addr=address)
+        client.sendto(b"to first")
+        await first.received.get()
+        second = Collector()
+        server.set_protocol(second)
+        assert server.get_protocol() is second
+        client.sendto(b"to second")
+        data, _ = await second.received.get()
+        client.close()
+        server.close()
+        await asyncio.sleep(0)
+        return data, first.received.qsize()
+
+    assert run(loop, main()) == (b"to second", 0)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="datagram pause_reading is 3.12+")
+def test_datagram_pause_and_resume_reading(loop):
+    async def main():
+        server, proto = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
+        address = server.get_extra_info("sockname")
+        client, _ = await loop.create_datagram_endpoint(Collector, remote_addr=address)
+        server.pause_reading()
+        assert not server.is_reading()
+        client.sendto(b"held")
+        await asyncio.sleep(0.05)
+        held = proto.received.qsize()
+        server.resume_reading()
+        data, _ = await proto.received.get()
+        client.close()
+        server.close()
+        await asyncio.sleep(0)
+        return held, data
+
+    assert run(loop, main()) == (0, b"held")
+
+
 class ReadPipe(asyncio.Protocol):
     def __init__(self, loop):
         self.hash = hashlib.sha256()

@@ -224,23 +224,16 @@ if not issubclass(_DATAGRAM_BASES[0], asyncio.DatagramTransport):
 
 class DatagramTransport(*_DATAGRAM_BASES):
     """A datagram endpoint: asyncio's selector datagram transport, on every Python an instance
-    of asyncio.DatagramTransport as documented, reading natively (no 256 KiB `bytes` made and
-    shrunk per datagram, no exception when there is nothing to read)."""
+    of asyncio.DatagramTransport as documented, with its reader and the common case of
+    `sendto` native (`uvloop.loop.DatagramCore`)."""
 
-    def _read_ready(self):
-        if self._conn_lost:
-            return
-        try:
-            received = _native.recvfrom(self._sock_fd)
-        except OSError as exc:
-            self._protocol.error_received(exc)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal read error on datagram transport")
-        else:
-            if received is not None:
-                self._protocol.datagram_received(*received)
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        core = _native.DatagramCore(self, sock.fileno(), sock.family)
+        # Before asyncio's __init__, which registers the reader it finds here.
+        self._read_ready = core.read_ready
+        super().__init__(loop, sock, protocol, address, waiter, extra)
+        core.bind(_DATAGRAM_BASES[0].sendto.__get__(self))
+        self.sendto = core.sendto
 
 
 class ReadPipeTransport(unix_events._UnixReadPipeTransport):

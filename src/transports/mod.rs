@@ -1,6 +1,7 @@
 //! Transports and socket operations: the per-read and per-write halves of asyncio's, natively.
 
 mod buffer;
+mod datagram;
 mod reads;
 mod sock_ops;
 mod stream;
@@ -10,7 +11,8 @@ mod write_queue;
 use pyo3::prelude::*;
 
 use crate::handles::Outcome;
-pub use reads::{read, recvfrom};
+pub use datagram::DatagramCore;
+pub use reads::read;
 pub use sock_ops::SockOp;
 pub use stream::StreamTransport;
 

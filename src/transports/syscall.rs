@@ -35,6 +35,57 @@ pub fn send(fd: c_int, data: &[u8]) -> Result<usize, c_int> {
     retry(|| unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) })
 }
 
+/// `recvfrom` into `buf`, with the sender's address in `storage`.
+pub fn recvfrom(
+    fd: c_int,
+    buf: &mut [u8],
+    storage: &mut libc::sockaddr_storage,
+    storage_len: &mut libc::socklen_t,
+) -> Result<usize, c_int> {
+    // SAFETY: the buffer and the address storage are valid for the sizes given.
+    retry(|| unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0,
+            (storage as *mut libc::sockaddr_storage).cast(),
+            storage_len,
+        )
+    })
+}
+
+/// An IPv4 or IPv6 socket address to send to.
+pub enum SocketAddress {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+/// `sendto` of one datagram to `address`.
+pub fn sendto(fd: c_int, data: &[u8], address: &SocketAddress) -> Result<usize, c_int> {
+    let (ptr, len): (*const libc::sockaddr, usize) = match address {
+        SocketAddress::V4(sin) => (
+            (sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of_val(sin),
+        ),
+        SocketAddress::V6(sin6) => (
+            (sin6 as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of_val(sin6),
+        ),
+    };
+    // SAFETY: `data` and the address are valid for the sizes given during the call.
+    retry(|| unsafe {
+        libc::sendto(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_NOSIGNAL,
+            ptr,
+            len as libc::socklen_t,
+        )
+    })
+}
+
 /// One vectored send of the buffers in `iovecs`.
 pub fn sendmsg(fd: c_int, iovecs: &[libc::iovec]) -> Result<usize, c_int> {
     // SAFETY: msghdr is plain C data; zeroed means no address, no control data, no flags.
