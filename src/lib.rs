@@ -21,6 +21,7 @@ fn uvloop_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<transports::StreamTransport>()?;
     module.add_class::<transports::SockOp>()?;
     module.add_class::<transports::DatagramCore>()?;
-    module.add_function(wrap_pyfunction!(transports::read, module)?)?;
+    module.add_class::<transports::PipeReader>()?;
+    module.add_class::<transports::PipeWriteQueue>()?;
     Ok(())
 }

@@ -8,11 +8,8 @@ error reports, are here.
 """
 
 import asyncio
-import collections
 import contextvars
 import inspect
-import itertools
-import os
 import socket
 import warnings
 from asyncio import (
@@ -237,18 +234,18 @@ class DatagramTransport(*_DATAGRAM_BASES):
 
 
 class ReadPipeTransport(unix_events._UnixReadPipeTransport):
-    """The read end of a pipe (or FIFO, tty, socket): asyncio's, reading natively."""
+    """The read end of a pipe (or FIFO, tty, socket): asyncio's, with its reader native
+    (`uvloop.loop.PipeReader`)."""
 
-    def _read_ready(self):
-        try:
-            data = _native.read(self._fileno)
-        except OSError as exc:
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        # Before asyncio's __init__, which registers the reader it finds here.
+        self._read_ready = _native.PipeReader(self, pipe.fileno()).read_ready
+        super().__init__(loop, pipe, protocol, waiter, extra)
+
+    def _read_ended(self, exc):
+        """The reader met end of file (exc is None) or a failed read."""
+        if exc is not None:
             self._fatal_error(exc, "Fatal read error on pipe transport")
-            return
-        if data is None:
-            return
-        if data:
-            self._protocol.data_received(data)
             return
         if self._loop.get_debug():
             log.logger.info("%r was closed by peer", self)
@@ -258,78 +255,24 @@ class ReadPipeTransport(unix_events._UnixReadPipeTransport):
         self._loop.call_soon(self._call_connection_lost, None)
 
 
-class _WriteChunks:
-    """A write pipe's queue: what asyncio appends to its bytearray, kept as chunks (bytes by
-    reference, other buffers copied as asyncio copies them) and sent with os.writev, so that no
-    byte is copied again while it waits."""
-
-    __slots__ = ("_chunks", "_size")
-
-    # Chunks per writev (well under IOV_MAX).
-    MAX_VECTORS = 64
-
-    def __init__(self):
-        self._chunks = collections.deque()
-        self._size = 0
-
-    def __iadd__(self, data):
-        chunk = data if type(data) is bytes else bytes(data)
-        if chunk:
-            self._chunks.append(memoryview(chunk))
-            self._size += len(chunk)
-        return self
-
-    def __len__(self):
-        return self._size
-
-    def __bool__(self):
-        return self._size > 0
-
-    def clear(self):
-        self._chunks.clear()
-        self._size = 0
-
-    def vectors(self):
-        return list(itertools.islice(self._chunks, self.MAX_VECTORS))
-
-    def consume(self, count):
-        """Drops the first `count` bytes (sent)."""
-        self._size -= count
-        chunks = self._chunks
-        while count:
-            head = chunks[0]
-            if count < len(head):
-                chunks[0] = head[count:]
-                return
-            count -= len(head)
-            chunks.popleft()
-
-
 class WritePipeTransport(unix_events._UnixWritePipeTransport):
-    """The write end of a pipe (or FIFO, tty, socket): asyncio's, with a queue of chunks
-    written by os.writev instead of a bytearray that every write copies into and shifts."""
+    """The write end of a pipe (or FIFO, tty, socket): asyncio's, with its queue and writer
+    native (`uvloop.loop.PipeWriteQueue`): chunks kept as written and sent with writev, instead
+    of a bytearray that every write copies into and every partial write shifts."""
 
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         super().__init__(loop, pipe, protocol, waiter, extra)
-        self._buffer = _WriteChunks()
+        self._buffer = _native.PipeWriteQueue(self, self._fileno)
+        self._write_ready = self._buffer.write_ready
 
-    def _write_ready(self):
-        try:
-            sent = os.writev(self._fileno, self._buffer.vectors())
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._buffer.clear()
-            self._conn_lost += 1
-            # _fatal_error() leaves the writer alone once the buffer is empty.
-            self._loop._remove_writer(self._fileno)
-            self._fatal_error(exc, "Fatal write error on pipe transport")
-            return
-        self._buffer.consume(sent)
-        if self._buffer:
-            return
+    def _write_failed(self, exc):
+        self._buffer.clear()
+        self._conn_lost += 1
+        # _fatal_error() leaves the writer alone once the buffer is empty.
+        self._loop._remove_writer(self._fileno)
+        self._fatal_error(exc, "Fatal write error on pipe transport")
+
+    def _write_drained(self):
         self._loop._remove_writer(self._fileno)
         self._maybe_resume_protocol()  # may write again
         if self._closing:

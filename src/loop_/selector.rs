@@ -26,6 +26,9 @@ struct Key {
     fileobj: Py<PyAny>,
     reader: Option<Py<Handle>>,
     writer: Option<Py<Handle>>,
+    /// The epoll events the kernel has for the fd: more than `epoll_events()` while a removed
+    /// side waits for the next poll to be dropped (see `Selector::narrowed`).
+    registered: u32,
 }
 
 impl Key {
@@ -62,6 +65,10 @@ pub struct Selector {
     /// operations instead of leaving and rejoining it.
     sock_ops: HashMap<RawFd, SockSlots>,
     events: Vec<libc::epoll_event>,
+    /// Keys that lost a side since the last wait. The kernel learns of it just before the next
+    /// wait, so that a writer removed and added back in between (a transport whose queue
+    /// drained, then got more) costs no system call.
+    narrowed: Vec<RawFd>,
 }
 
 /// The sock_* operations waiting on one fd.
@@ -115,6 +122,7 @@ impl Selector {
             streams: HashMap::new(),
             sock_ops: HashMap::new(),
             events: Vec::new(),
+            narrowed: Vec::new(),
         };
         let mut event = libc::epoll_event {
             events: libc::EPOLLIN as u32,
@@ -146,6 +154,9 @@ impl Selector {
         // would have dropped it from the old set.
         for (fd, events) in keys {
             let _ = self.ctl(libc::EPOLL_CTL_ADD, fd, events);
+            if let Some(key) = self.keys.get_mut(&fd) {
+                key.registered = events;
+            }
         }
         for (fd, interest) in streams {
             let _ = self.ctl(libc::EPOLL_CTL_ADD, fd, stream_events(interest));
@@ -166,6 +177,7 @@ impl Selector {
 
     /// Takes the event buffer out for a wait (see `wait`), sized for every registration.
     pub fn take_events(&mut self) -> (RawFd, Vec<libc::epoll_event>) {
+        self.apply_narrowed();
         let mut events = std::mem::take(&mut self.events);
         events.clear();
         events.reserve(self.keys.len() + self.streams.len() + 1);
@@ -188,15 +200,17 @@ impl Selector {
                         fileobj,
                         reader: Some(handle),
                         writer: None,
+                        registered: libc::EPOLLIN as u32,
                     },
                     Side::Writer => Key {
                         fileobj,
                         reader: None,
                         writer: Some(handle),
+                        registered: libc::EPOLLOUT as u32,
                     },
                 };
                 self.evict_sock_op(fd);
-                self.ctl(libc::EPOLL_CTL_ADD, fd, key.epoll_events())?;
+                self.ctl(libc::EPOLL_CTL_ADD, fd, key.registered)?;
                 self.keys.insert(fd, key);
                 Ok(None)
             }
@@ -207,9 +221,14 @@ impl Selector {
                 };
                 let old = slot.replace(handle);
                 let events = key.epoll_events();
+                let registered = key.registered;
                 // As selectors' modify(): the key keeps the object it was registered with, which
                 // is how a socket closed since is still found (`fd_of`).
                 drop(fileobj);
+                if events & !registered == 0 {
+                    // The kernel still watches for this side (removed since the last wait).
+                    return Ok(old);
+                }
                 if let Err(err) = self.ctl(libc::EPOLL_CTL_MOD, fd, events) {
                     // Leave the key as it was; the new handle is dropped, the old one stays.
                     if let Some(key) = self.keys.get_mut(&fd) {
@@ -220,6 +239,9 @@ impl Selector {
                         *slot = old;
                     }
                     return Err(err);
+                }
+                if let Some(key) = self.keys.get_mut(&fd) {
+                    key.registered = events;
                 }
                 Ok(old)
             }
@@ -244,8 +266,27 @@ impl Selector {
             let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
             (removed, key.map(|k| k.fileobj))
         } else {
-            let _ = self.ctl(libc::EPOLL_CTL_MOD, fd, events);
+            if events != key.registered {
+                self.narrowed.push(fd);
+            }
             (removed, None)
+        }
+    }
+
+    /// Tells the kernel about the sides removed since the last wait (none of which may wake
+    /// it: the collected events of such a side would find no handle, but a level-triggered
+    /// writable fd would end every wait at once).
+    fn apply_narrowed(&mut self) {
+        for fd in std::mem::take(&mut self.narrowed) {
+            let Some(key) = self.keys.get_mut(&fd) else {
+                continue;
+            };
+            let events = key.epoll_events();
+            if events != key.registered {
+                key.registered = events;
+                // The fd may already be closed (then the kernel dropped it): ignored.
+                let _ = self.ctl(libc::EPOLL_CTL_MOD, fd, events);
+            }
         }
     }
 

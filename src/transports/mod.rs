@@ -2,7 +2,7 @@
 
 mod buffer;
 mod datagram;
-mod reads;
+mod pipe;
 mod sock_ops;
 mod stream;
 mod syscall;
@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 
 use crate::handles::Outcome;
 pub use datagram::DatagramCore;
-pub use reads::read;
+pub use pipe::{PipeReader, PipeWriteQueue};
 pub use sock_ops::SockOp;
 pub use stream::StreamTransport;
 

@@ -299,7 +299,10 @@ impl StreamTransport {
         if this.conn_lost.get(py) > 0 {
             return Ok(());
         }
-        let sent = this.queue.borrow_mut(py).send(this.fd, py);
+        let sent = this
+            .queue
+            .borrow_mut(py)
+            .write(this.fd, py, syscall::sendmsg);
         match sent {
             Err(errno) => {
                 Self::remove_interest(slf, WRITABLE)?;

@@ -1,4 +1,4 @@
-//! The socket system calls of the data path, with EINTR retried and errors as errno values.
+//! The socket and pipe system calls of the data path, with EINTR retried and errors as errno values.
 
 use std::os::raw::c_int;
 
@@ -95,6 +95,19 @@ pub fn sendmsg(fd: c_int, iovecs: &[libc::iovec]) -> Result<usize, c_int> {
     // SAFETY: every iovec points into a buffer the caller keeps alive across the call, and the
     // kernel only reads them.
     retry(|| unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })
+}
+
+/// `read` into `buf`: Ok(0) at end of file.
+pub fn read(fd: c_int, buf: &mut [u8]) -> Result<usize, c_int> {
+    // SAFETY: `buf` is valid for writes of its length.
+    retry(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// One vectored write of the buffers in `iovecs` (pipes, which take no sendmsg).
+pub fn writev(fd: c_int, iovecs: &[libc::iovec]) -> Result<usize, c_int> {
+    // SAFETY: every iovec points into a buffer the caller keeps alive across the call, and the
+    // kernel only reads them.
+    retry(|| unsafe { libc::writev(fd, iovecs.as_ptr(), iovecs.len() as c_int) })
 }
 
 /// `shutdown(fd, SHUT_WR)`.

@@ -1,4 +1,5 @@
-//! Bytes accepted by `write()` that the socket has not taken yet, sent with one vectored write.
+//! Bytes accepted by `write()` that the socket or pipe has not taken yet, sent with one vectored
+//! write.
 
 use std::collections::VecDeque;
 
@@ -6,7 +7,7 @@ use pyo3::Python;
 
 use super::buffer::Chunk;
 
-/// How many chunks one `sendmsg` hands the kernel at most (well under IOV_MAX).
+/// How many chunks one vectored write hands the kernel at most (well under IOV_MAX).
 const MAX_IOVECS: usize = 64;
 
 #[derive(Default)]
@@ -41,9 +42,14 @@ impl WriteQueue {
         std::mem::take(&mut self.chunks)
     }
 
-    /// Sends as much as the socket takes. Ok(true) once the queue is empty; Err with the
-    /// errno of a failed send (EAGAIN is not a failure).
-    pub fn send(&mut self, fd: i32, py: Python<'_>) -> Result<bool, i32> {
+    /// Writes as much as `fd` takes with `vectored` (sendmsg or writev). Ok(true) once the
+    /// queue is empty; Err with the errno of a failed write (EAGAIN is not a failure).
+    pub fn write(
+        &mut self,
+        fd: i32,
+        py: Python<'_>,
+        vectored: fn(i32, &[libc::iovec]) -> Result<usize, i32>,
+    ) -> Result<bool, i32> {
         while !self.chunks.is_empty() {
             let iovecs: Vec<libc::iovec> = self
                 .chunks
@@ -58,7 +64,7 @@ impl WriteQueue {
                 })
                 .collect();
             let total: usize = iovecs.iter().map(|v| v.iov_len).sum();
-            let sent = match super::syscall::sendmsg(fd, &iovecs) {
+            let sent = match vectored(fd, &iovecs) {
                 Ok(sent) => sent,
                 Err(libc::EAGAIN) => return Ok(false),
                 Err(errno) => return Err(errno),
