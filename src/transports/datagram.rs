@@ -15,6 +15,7 @@ use pyo3::types::{PyBytes, PyTuple};
 
 use super::stream::with_read_buffer;
 use super::syscall;
+use super::TransportRef;
 use crate::gil::GilRefCell;
 use crate::uv::error::os_error;
 
@@ -43,7 +44,7 @@ pub struct DatagramCore {
     fd: c_int,
     family: c_int,
     /// The Python transport (its `_protocol` and `_conn_lost` are read at each use).
-    transport: GilRefCell<Option<Py<PyAny>>>,
+    transport: TransportRef,
     bound: GilRefCell<Option<SetUp>>,
     last_address: GilRefCell<Option<CachedAddress>>,
 }
@@ -51,9 +52,7 @@ pub struct DatagramCore {
 impl DatagramCore {
     fn transport(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.transport
-            .borrow(py)
-            .as_ref()
-            .map(|transport| transport.clone_ref(py))
+            .get(py)
             .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("transport is gone"))
     }
 
@@ -115,7 +114,7 @@ impl DatagramCore {
         Self {
             fd,
             family,
-            transport: GilRefCell::new(Some(transport)),
+            transport: TransportRef::new(transport),
             bound: GilRefCell::new(None),
             last_address: GilRefCell::new(None),
         }
@@ -238,11 +237,7 @@ impl DatagramCore {
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
         // SAFETY: tp_traverse runs with the GIL held by the collector.
         let py = unsafe { Python::assume_attached() };
-        if let Some(transport) = self.transport.try_borrow(py) {
-            if let Some(transport) = &*transport {
-                visit.call(transport)?;
-            }
-        }
+        self.transport.visit(&visit)?;
         if let Some(bound) = self.bound.try_borrow(py) {
             if let Some(bound) = &*bound {
                 visit.call(&bound.queue)?;
@@ -258,7 +253,7 @@ impl DatagramCore {
     fn __clear__(&self) {
         // SAFETY: tp_clear runs with the GIL held by the collector.
         let py = unsafe { Python::assume_attached() };
-        drop(self.transport.take(py));
+        self.transport.clear(py);
         drop(self.bound.take(py));
         drop(self.last_address.take(py));
     }

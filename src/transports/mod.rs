@@ -10,6 +10,7 @@ mod write_queue;
 
 use pyo3::prelude::*;
 
+use crate::gil::GilRefCell;
 use crate::handles::Outcome;
 pub use datagram::DatagramCore;
 pub use pipe::{PipeReader, PipeWriteQueue};
@@ -55,5 +56,36 @@ impl IoTarget {
             IoTarget::Stream(stream) => visit.call(stream),
             IoTarget::Sock(op) => visit.call(op),
         }
+    }
+}
+
+/// The Python transport a native half works for, until the cyclic GC clears it.
+pub struct TransportRef(GilRefCell<Option<Py<PyAny>>>);
+
+impl TransportRef {
+    pub fn new(transport: Py<PyAny>) -> Self {
+        Self(GilRefCell::new(Some(transport)))
+    }
+
+    pub fn get(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.0
+            .borrow(py)
+            .as_ref()
+            .map(|transport| transport.clone_ref(py))
+    }
+
+    /// For `__traverse__` (which runs with the GIL held by the collector).
+    pub fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        // SAFETY: tp_traverse runs with the GIL held by the collector.
+        let py = unsafe { Python::assume_attached() };
+        match self.0.try_borrow(py).as_deref() {
+            Some(Some(transport)) => visit.call(transport),
+            _ => Ok(()),
+        }
+    }
+
+    /// For `__clear__`.
+    pub fn clear(&self, py: Python<'_>) {
+        drop(self.0.take(py));
     }
 }

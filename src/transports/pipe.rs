@@ -18,6 +18,7 @@ use super::buffer::Chunk;
 use super::stream::chunk_of;
 use super::syscall;
 use super::write_queue::WriteQueue;
+use super::TransportRef;
 use crate::gil::GilRefCell;
 use crate::uv::error::os_error;
 
@@ -75,7 +76,7 @@ fn read_bytes(py: Python<'_>, fd: c_int) -> Result<Option<Bound<'_, PyBytes>>, c
 #[pyclass(frozen, module = "uvloop.loop", name = "PipeReader")]
 pub struct PipeReader {
     fd: c_int,
-    transport: GilRefCell<Option<Py<PyAny>>>,
+    transport: TransportRef,
 }
 
 #[pymethods]
@@ -84,14 +85,14 @@ impl PipeReader {
     fn new(transport: Py<PyAny>, fd: c_int) -> Self {
         Self {
             fd,
-            transport: GilRefCell::new(Some(transport)),
+            transport: TransportRef::new(transport),
         }
     }
 
     /// One read: data to the protocol's `data_received`; end of file (None) or a failure (the
     /// OSError) to the transport's `_read_ended`.
     fn read_ready(&self, py: Python<'_>) -> PyResult<()> {
-        let Some(transport) = self.transport.borrow(py).as_ref().map(|t| t.clone_ref(py)) else {
+        let Some(transport) = self.transport.get(py) else {
             return Ok(());
         };
         let transport = transport.bind(py);
@@ -115,27 +116,20 @@ impl PipeReader {
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        // SAFETY: tp_traverse runs with the GIL held by the collector.
-        let py = unsafe { Python::assume_attached() };
-        if let Some(transport) = self.transport.try_borrow(py) {
-            if let Some(transport) = &*transport {
-                visit.call(transport)?;
-            }
-        }
-        Ok(())
+        self.transport.visit(&visit)
     }
 
     fn __clear__(&self) {
         // SAFETY: tp_clear runs with the GIL held by the collector.
         let py = unsafe { Python::assume_attached() };
-        drop(self.transport.take(py));
+        self.transport.clear(py);
     }
 }
 
 #[pyclass(frozen, module = "uvloop.loop", name = "PipeWriteQueue")]
 pub struct PipeWriteQueue {
     fd: c_int,
-    transport: GilRefCell<Option<Py<PyAny>>>,
+    transport: TransportRef,
     queue: GilRefCell<WriteQueue>,
 }
 
@@ -165,7 +159,7 @@ impl PipeWriteQueue {
     fn new(transport: Py<PyAny>, fd: c_int) -> Self {
         Self {
             fd,
-            transport: GilRefCell::new(Some(transport)),
+            transport: TransportRef::new(transport),
             queue: GilRefCell::new(WriteQueue::default()),
         }
     }
@@ -188,7 +182,7 @@ impl PipeWriteQueue {
 
     /// The transport's writer: as much of the queue as the pipe takes.
     fn write_ready(&self, py: Python<'_>) -> PyResult<()> {
-        let Some(transport) = self.transport.borrow(py).as_ref().map(|t| t.clone_ref(py)) else {
+        let Some(transport) = self.transport.get(py) else {
             return Err(PyRuntimeError::new_err("pipe transport is gone"));
         };
         let written = self
@@ -210,20 +204,13 @@ impl PipeWriteQueue {
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        // SAFETY: tp_traverse runs with the GIL held by the collector.
-        let py = unsafe { Python::assume_attached() };
-        if let Some(transport) = self.transport.try_borrow(py) {
-            if let Some(transport) = &*transport {
-                visit.call(transport)?;
-            }
-        }
-        Ok(())
+        self.transport.visit(&visit)
     }
 
     fn __clear__(&self) {
         // SAFETY: tp_clear runs with the GIL held by the collector.
         let py = unsafe { Python::assume_attached() };
-        drop(self.transport.take(py));
+        self.transport.clear(py);
         self.clear(py);
     }
 }
