@@ -69,3 +69,48 @@ impl Chunk {
         }
     }
 }
+
+extern "C" {
+    /// CPython's resize of a `bytes` object nobody else holds yet (exported on every version
+    /// we support; pyo3 does not bind it).
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, size: ffi::Py_ssize_t) -> c_int;
+}
+
+/// Runs `read` (a system call returning a byte count or an errno) straight into a new `bytes`
+/// of `capacity`, shrunk in place to what arrived (no copy; empty at end of stream).
+pub fn read_into_new_bytes(
+    py: Python<'_>,
+    capacity: usize,
+    read: impl FnOnce(&mut [u8]) -> Result<usize, c_int>,
+) -> Result<Bound<'_, PyBytes>, c_int> {
+    // SAFETY: a NULL source asks CPython for an uninitialised bytes object of that size.
+    let mut obj =
+        unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), capacity as ffi::Py_ssize_t) };
+    if obj.is_null() {
+        // SAFETY: the MemoryError is reported as ENOMEM instead.
+        unsafe { ffi::PyErr_Clear() };
+        return Err(libc::ENOMEM);
+    }
+    // SAFETY: `obj` is a fresh bytes object with `capacity` writable bytes that only we hold;
+    // `read` writes at most that many.
+    let n = read(unsafe {
+        std::slice::from_raw_parts_mut(ffi::PyBytes_AsString(obj).cast::<u8>(), capacity)
+    });
+    let n = match n {
+        Ok(n) => n.min(capacity),
+        Err(errno) => {
+            // SAFETY: we own the only reference.
+            unsafe { ffi::Py_DecRef(obj) };
+            return Err(errno);
+        }
+    };
+    // SAFETY: `obj` is ours alone, as _PyBytes_Resize requires; on failure CPython releases
+    // it and sets it to NULL.
+    if n < capacity && unsafe { _PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) } < 0 {
+        // SAFETY: the MemoryError is reported as ENOMEM instead.
+        unsafe { ffi::PyErr_Clear() };
+        return Err(libc::ENOMEM);
+    }
+    // SAFETY: `obj` is a valid bytes object whose reference we own.
+    Ok(unsafe { Bound::from_owned_ptr(py, obj).cast_into_unchecked() })
+}

@@ -10,11 +10,10 @@
 use std::os::raw::c_int;
 
 use pyo3::exceptions::PyRuntimeError;
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView};
 
-use super::buffer::Chunk;
+use super::buffer::{read_into_new_bytes, Chunk};
 use super::stream::chunk_of;
 use super::syscall;
 use super::write_queue::WriteQueue;
@@ -31,46 +30,10 @@ fn os_error_value(py: Python<'_>, errno: c_int) -> Py<PyAny> {
 /// The most one read takes: a pipe's default capacity, as libuv reads.
 const PIPE_READ_SIZE: usize = 64 * 1024;
 
-extern "C" {
-    /// CPython's resize of a `bytes` object nobody else holds yet (exported on every version
-    /// we support; pyo3 does not bind it).
-    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, size: ffi::Py_ssize_t) -> c_int;
-}
-
-/// One read straight into a new `bytes`, shrunk to what arrived (in place: no copy): Ok(None)
-/// at end of file, Err(errno) on failure (EAGAIN included).
+/// One read: Ok(None) at end of file, Err(errno) on failure (EAGAIN included).
 fn read_bytes(py: Python<'_>, fd: c_int) -> Result<Option<Bound<'_, PyBytes>>, c_int> {
-    // SAFETY: a NULL source asks CPython for an uninitialised bytes object of that size.
-    let mut obj = unsafe {
-        ffi::PyBytes_FromStringAndSize(std::ptr::null(), PIPE_READ_SIZE as ffi::Py_ssize_t)
-    };
-    if obj.is_null() {
-        return Err(libc::ENOMEM);
-    }
-    // SAFETY: `obj` is a fresh bytes object with PIPE_READ_SIZE writable bytes that only we
-    // hold; the read writes at most that many.
-    let read = syscall::read(fd, unsafe {
-        std::slice::from_raw_parts_mut(ffi::PyBytes_AsString(obj).cast::<u8>(), PIPE_READ_SIZE)
-    });
-    let n = match read {
-        Ok(n) if n > 0 => n,
-        other => {
-            // SAFETY: we own the only reference.
-            unsafe { ffi::Py_DecRef(obj) };
-            return other.map(|_| None);
-        }
-    };
-    // SAFETY: `obj` is ours alone, as _PyBytes_Resize requires; on failure it is released
-    // and set to NULL.
-    if n < PIPE_READ_SIZE && unsafe { _PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) } < 0 {
-        // SAFETY: the error _PyBytes_Resize set (MemoryError) is not ours to report here.
-        unsafe { ffi::PyErr_Clear() };
-        return Err(libc::ENOMEM);
-    }
-    // SAFETY: `obj` is a valid, owned bytes object.
-    Ok(Some(unsafe {
-        Bound::from_owned_ptr(py, obj).cast_into_unchecked()
-    }))
+    let data = read_into_new_bytes(py, PIPE_READ_SIZE, |buffer| syscall::read(fd, buffer))?;
+    Ok((!data.as_bytes().is_empty()).then_some(data))
 }
 
 #[pyclass(frozen, module = "uvloop.loop", name = "PipeReader")]

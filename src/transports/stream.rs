@@ -15,7 +15,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
 
-use super::buffer::{BufferView, Chunk};
+use super::buffer::{read_into_new_bytes, BufferView, Chunk};
 use super::syscall;
 use super::write_queue::WriteQueue;
 use crate::gil::{GilCell, GilRefCell};
@@ -26,6 +26,13 @@ use crate::uv::error::os_error;
 
 /// asyncio's `max_size` of one socket read.
 const READ_SIZE: usize = 256 * 1024;
+/// After a read at least this long, the next one goes straight into its `bytes` (reads of a
+/// connection tend to be alike, and copying a long one out of the read buffer costs more than
+/// allocating the largest one).
+const DIRECT_READ_MIN: usize = 32 * 1024;
+/// The most such a read takes: less than glibc's threshold for serving an allocation with its
+/// own mmap (128 KiB), which would cost page faults and an munmap per read.
+const DIRECT_READ_SIZE: usize = 120 * 1024;
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
@@ -123,6 +130,8 @@ pub struct StreamTransport {
     context: Py<PyAny>,
     /// What the selector watches for on `fd`.
     interest: GilCell<u32>,
+    /// The last read was long: read the next one straight into its `bytes`.
+    direct_reads: GilCell<bool>,
     closing: GilCell<bool>,
     eof: GilCell<bool>,
     paused: GilCell<bool>,
@@ -189,9 +198,30 @@ impl StreamTransport {
 
     fn read_data(slf: &Bound<'_, Self>, method: Option<Py<PyAny>>) -> PyResult<()> {
         let py = slf.py();
-        let data = match recv_bytes(py, slf.get().fd, READ_SIZE) {
+        let this = slf.get();
+        let received = if this.direct_reads.get(py) {
+            let fd = this.fd;
+            read_into_new_bytes(py, DIRECT_READ_SIZE, |buffer| {
+                syscall::recv(fd, buffer.as_mut_ptr(), buffer.len())
+            })
+            .map(Some)
+            .or_else(|errno| {
+                if errno == libc::EAGAIN {
+                    Ok(None)
+                } else {
+                    Err(errno)
+                }
+            })
+        } else {
+            recv_bytes(py, this.fd, READ_SIZE)
+        };
+        let data = match received {
             Ok(Some(data)) if data.as_bytes().is_empty() => return Self::read_eof(slf),
-            Ok(Some(data)) => data,
+            Ok(Some(data)) => {
+                this.direct_reads
+                    .set(py, data.as_bytes().len() >= DIRECT_READ_MIN);
+                data
+            }
             Ok(None) => return Ok(()),
             Err(errno) => {
                 return Self::fatal_error(
@@ -623,6 +653,7 @@ impl StreamTransport {
             protocol: GilRefCell::new(Some(Protocol::new(protocol)?)),
             context,
             interest: GilCell::new(0),
+            direct_reads: GilCell::new(false),
             closing: GilCell::new(false),
             eof: GilCell::new(false),
             paused: GilCell::new(false),
