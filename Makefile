@@ -1,6 +1,6 @@
 # The two commands of this project (see README.md):
 #   make bench   the main job: builds the loop and runs the side-by-side benchmarks
-#                (event-loop micro-benchmarks, echo servers, HTTP servers; about 25 minutes)
+#                (event-loop micro-benchmarks, echo servers, HTTP servers; about 30 minutes)
 #   make test    every test: cargo test, then pytest on each CPython 3.9-3.13 found
 #
 # Both set up what they need: libclang (for libuv-sys2's bindgen), per-Python virtualenvs

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """HTTP benchmark: asyncio, uvloop 0.23, rloop 0.5 and ours behind two small HTTP servers, under wrk.
 
-    python bench/http/run.py                  # default: 3 rounds, about 6 minutes, builds ours first
+    python bench/http/run.py                  # default: 3 rounds, about 9 minutes, builds ours first
     python bench/http/run.py --quick          # smoke test: 1 round, 1 s warm-up, 3 s measured
     python bench/http/run.py --no-build --cases uvicorn --loops uvloop-0.23,ours --output http.md
 
 Cases: `httptools`, a keep-alive HTTP/1.1 server on asyncio.Protocol + httptools
-(server_httptools.py), and `uvicorn`, a minimal ASGI app served by uvicorn with its httptools
-protocol (app_uvicorn.py). For every round, case and loop, a fresh server runs in the loop's
+(server_httptools.py); `httptools-pipelined`, the same server with wrk sending 16 pipelined
+requests per write (one wrk thread cannot keep the plain case's server busy on these machines, so
+its req/s mostly measure wrk); and `uvicorn`, a minimal ASGI app served by uvicorn with its
+httptools protocol (app_uvicorn.py). For every round, case and loop, a fresh server runs in the loop's
 virtualenv pinned to one CPU (taskset), and `wrk -t1 -c<conns> --latency` pinned to another CPU
 loads it: a warm-up run, then the measured run. The server's CPU time (utime + stime from
 /proc/PID/stat) is read right before and after the measured run. Each cell reports wrk's requests/s
@@ -36,10 +38,27 @@ import tempfile
 import time
 
 HTTP_DIR = os.path.dirname(os.path.abspath(__file__))
+# Requests per write in the pipelined case: enough that wrk's share per request is small and the
+# server, not wrk, sets the pace on two CPUs.
+PIPELINE_DEPTH = 16
+# wrk script sending PIPELINE_DEPTH requests per write (wrk counts each response).
+PIPELINE_SCRIPT = """
+init = function(args)
+  local batch = {}
+  for i = 1, %d do batch[i] = wrk.format(nil, "/") end
+  pipelined = table.concat(batch)
+end
+request = function() return pipelined end
+"""
 BENCH_DIR = os.path.dirname(HTTP_DIR)
 ROOT = os.path.dirname(BENCH_DIR)
 
-CASES = {"httptools": "server_httptools.py", "uvicorn": "app_uvicorn.py"}
+# case -> (server script, requests wrk sends per write: 1 is plain keep-alive, more is pipelining)
+CASES = {
+    "httptools": ("server_httptools.py", 1),
+    "httptools-pipelined": ("server_httptools.py", PIPELINE_DEPTH),
+    "uvicorn": ("app_uvicorn.py", 1),
+}
 PACKAGES = {"httptools": "0.9.0", "uvicorn": "0.54.0"}  # installed into every loop's venv
 SERVER_START_TIMEOUT = 30  # seconds for a server to print READY
 SATURATED_PCT = 90  # CPU use (%) from which a process counts as saturated
@@ -236,14 +255,21 @@ def parse_wrk(text):
     }
 
 
-def run_wrk(args, port, seconds):
-    """One pinned wrk run of `seconds` (whole seconds: wrk takes no fractions); returns its stdout."""
+def run_wrk(args, port, seconds, depth):
+    """One pinned wrk run of `seconds` (whole seconds: wrk takes no fractions), `depth` requests
+    per write; returns its stdout."""
     cmd = ["taskset", "-c", str(args.client_cpu), "wrk", "-t1", f"-c{args.conns}", f"-d{seconds}s",
            "--latency", f"http://127.0.0.1:{port}/"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"wrk timed out after {seconds + 30}s") from None
+    with tempfile.TemporaryDirectory() as scratch:
+        if depth > 1:
+            script = os.path.join(scratch, "pipeline.lua")
+            with open(script, "w") as f:
+                f.write(PIPELINE_SCRIPT % depth)
+            cmd[-1:-1] = ["-s", script]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"wrk timed out after {seconds + 30}s") from None
     if proc.returncode:
         raise RuntimeError(micro.last_line(proc.stderr or proc.stdout) or f"wrk exit {proc.returncode}")
     return proc.stdout
@@ -256,16 +282,17 @@ def died(proc, summary):
 
 def measure(args, case, kind, vpy):
     """A fresh server, a warm-up wrk run, then the measured one; returns (result, None) or (None, error)."""
-    cmd = ["taskset", "-c", str(args.server_cpu), vpy, "-I", os.path.join(HTTP_DIR, CASES[case]),
+    script, depth = CASES[case]
+    cmd = ["taskset", "-c", str(args.server_cpu), vpy, "-I", os.path.join(HTTP_DIR, script),
            "--loop", kind, "--port", "0"]
     try:
         with server_process(cmd) as (proc, port, summary):
             try:
                 if args.warmup:
-                    run_wrk(args, port, args.warmup)
+                    run_wrk(args, port, args.warmup, depth)
                 cpu0, wrk0, ticks0, t0 = (cpu_seconds(proc.pid), children_cpu_seconds(),
                                           cpu_ticks(args.server_cpu), time.monotonic())
-                out = run_wrk(args, port, args.duration)
+                out = run_wrk(args, port, args.duration, depth)
                 cpu1, wrk1, ticks1, t1 = (cpu_seconds(proc.pid), children_cpu_seconds(),
                                           cpu_ticks(args.server_cpu), time.monotonic())
             except (RuntimeError, OSError) as e:
