@@ -430,7 +430,9 @@ def render(args, cases, loops, infos, samples, errors, ours_rev):
         "- Loops: " + "; ".join(micro.loop_label(k, infos.get(k)) for k in loops)
         + (f"; ours built from {ours_rev}" if "ours" in loops else ""),
         f"- Servers (bench/http/): `httptools`: asyncio.Protocol + httptools parser, fixed "
-        f"response with a 13-byte body, keep-alive; `uvicorn`: minimal ASGI app under uvicorn (http=httptools, no access "
+        f"response with a 13-byte body, keep-alive; `httptools-pipelined`: the same server, wrk sending "
+        f"{PIPELINE_DEPTH} requests per write (`-s` with a Lua script); "
+        f"`uvicorn`: minimal ASGI app under uvicorn (http=httptools, no access "
         f"log) on the loop under test. Packages in every venv: {packages}.",
         f"- A fresh server per run; {args.rounds} round(s), loop order rotated per round and case. "
         "Cell: **req/s** from wrk (higher is better) · **server CPU µs per request** (user + system "
