@@ -17,7 +17,7 @@ use super::stream::with_read_buffer;
 use super::syscall;
 use super::TransportRef;
 use crate::gil::GilRefCell;
-use crate::uv::error::os_error;
+use crate::uv::error::errno_error;
 
 /// What `bind` learns once asyncio's `__init__` has set the transport up.
 struct SetUp {
@@ -63,7 +63,7 @@ impl DatagramCore {
         transport: &Bound<'_, PyAny>,
         errno: c_int,
     ) -> PyResult<()> {
-        let err = os_error(std::io::Error::from_raw_os_error(errno));
+        let err = errno_error(errno);
         transport
             .getattr(pyo3::intern!(py, "_protocol"))?
             .call_method1(pyo3::intern!(py, "error_received"), (err.into_value(py),))?;

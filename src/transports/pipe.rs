@@ -19,13 +19,7 @@ use super::syscall;
 use super::write_queue::WriteQueue;
 use super::TransportRef;
 use crate::gil::GilRefCell;
-use crate::uv::error::os_error;
-
-fn os_error_value(py: Python<'_>, errno: c_int) -> Py<PyAny> {
-    os_error(std::io::Error::from_raw_os_error(errno))
-        .into_value(py)
-        .into_any()
-}
+use crate::uv::error::errno_error;
 
 /// The most one read takes: a pipe's default capacity, as libuv reads.
 const PIPE_READ_SIZE: usize = 64 * 1024;
@@ -71,7 +65,7 @@ impl PipeReader {
             }
             Err(libc::EAGAIN) => {}
             Err(errno) => {
-                let err = os_error_value(py, errno);
+                let err = errno_error(errno).into_value(py);
                 transport.call_method1(pyo3::intern!(py, "_read_ended"), (err,))?;
             }
         }
@@ -158,7 +152,7 @@ impl PipeWriteQueue {
                 .call_method0(py, pyo3::intern!(py, "_write_drained"))
                 .map(drop),
             Err(errno) => {
-                let err = os_error_value(py, errno);
+                let err = errno_error(errno).into_value(py);
                 transport
                     .call_method1(py, pyo3::intern!(py, "_write_failed"), (err,))
                     .map(drop)

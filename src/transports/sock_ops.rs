@@ -18,7 +18,7 @@ use crate::gil::GilRefCell;
 use crate::handles::Outcome;
 use crate::loop_::{Loop, READABLE, WRITABLE};
 use crate::python;
-use crate::uv::error::os_error;
+use crate::uv::error::errno_error;
 
 enum Operation {
     Recv(usize),
@@ -36,10 +36,6 @@ pub struct SockOp {
     interest: u32,
     /// None once the operation finished or its future was cancelled.
     operation: GilRefCell<Option<Operation>>,
-}
-
-fn errno_error(errno: c_int) -> PyErr {
-    os_error(std::io::Error::from_raw_os_error(errno))
 }
 
 fn fd_of(sock: &Bound<'_, PyAny>) -> PyResult<c_int> {

@@ -22,7 +22,7 @@ use crate::gil::{GilCell, GilRefCell};
 use crate::handles::Outcome;
 use crate::loop_::{Loop, READABLE, WRITABLE};
 use crate::python;
-use crate::uv::error::os_error;
+use crate::uv::error::errno_error;
 
 /// asyncio's `max_size` of one socket read.
 const READ_SIZE: usize = 256 * 1024;
@@ -51,23 +51,35 @@ pub fn with_read_buffer<R>(read: impl FnOnce(&mut [u8]) -> R) -> R {
     })
 }
 
-/// Receives at most `size` bytes from `fd` into a `bytes` (through the loop thread's read
-/// buffer when it is large enough): Ok(None) when the socket has nothing now (EAGAIN); an empty
-/// `bytes` at end of stream; Err(errno) on failure.
-pub fn recv_bytes<'py>(
-    py: Python<'py>,
-    fd: c_int,
-    size: usize,
-) -> Result<Option<Bound<'py, PyBytes>>, c_int> {
-    let receive = |buffer: &mut [u8]| match syscall::recv(fd, buffer.as_mut_ptr(), buffer.len()) {
-        Ok(n) => Ok(Some(PyBytes::new(py, &buffer[..n]))),
+/// What a receive gives: Ok(None) when the socket has nothing now (EAGAIN), an empty `bytes`
+/// at end of stream, Err(errno) on failure.
+pub type Received<'py> = Result<Option<Bound<'py, PyBytes>>, c_int>;
+
+fn none_on_eagain(received: Result<Bound<'_, PyBytes>, c_int>) -> Received<'_> {
+    match received {
+        Ok(data) => Ok(Some(data)),
         Err(libc::EAGAIN) => Ok(None),
         Err(errno) => Err(errno),
-    };
-    if size > READ_SIZE {
-        return receive(&mut vec![0; size]);
     }
-    with_read_buffer(|buffer| receive(&mut buffer[..size]))
+}
+
+/// Receives at most `size` bytes from `fd` through the loop thread's read buffer (copied into
+/// an exact-size `bytes`), or straight into a new `bytes` when `size` exceeds that buffer.
+pub fn recv_bytes(py: Python<'_>, fd: c_int, size: usize) -> Received<'_> {
+    if size > READ_SIZE {
+        return recv_new_bytes(py, fd, size);
+    }
+    none_on_eagain(with_read_buffer(|buffer| {
+        let buffer = &mut buffer[..size];
+        syscall::recv(fd, buffer.as_mut_ptr(), buffer.len()).map(|n| PyBytes::new(py, &buffer[..n]))
+    }))
+}
+
+/// Receives at most `size` bytes from `fd` straight into a new `bytes`, shrunk in place.
+fn recv_new_bytes(py: Python<'_>, fd: c_int, size: usize) -> Received<'_> {
+    none_on_eagain(read_into_new_bytes(py, size, |buffer| {
+        syscall::recv(fd, buffer.as_mut_ptr(), buffer.len())
+    }))
 }
 
 /// The protocol with the callbacks of its read path, looked up when it is set.
@@ -200,18 +212,7 @@ impl StreamTransport {
         let py = slf.py();
         let this = slf.get();
         let received = if this.direct_reads.get(py) {
-            let fd = this.fd;
-            read_into_new_bytes(py, DIRECT_READ_SIZE, |buffer| {
-                syscall::recv(fd, buffer.as_mut_ptr(), buffer.len())
-            })
-            .map(Some)
-            .or_else(|errno| {
-                if errno == libc::EAGAIN {
-                    Ok(None)
-                } else {
-                    Err(errno)
-                }
-            })
+            recv_new_bytes(py, this.fd, DIRECT_READ_SIZE)
         } else {
             recv_bytes(py, this.fd, READ_SIZE)
         };
@@ -226,7 +227,7 @@ impl StreamTransport {
             Err(errno) => {
                 return Self::fatal_error(
                     slf,
-                    os_error(std::io::Error::from_raw_os_error(errno)),
+                    errno_error(errno),
                     "Fatal read error on socket transport",
                 )
             }
@@ -274,7 +275,7 @@ impl StreamTransport {
             match syscall::recv(slf.get().fd, view.as_ptr(), view.len()) {
                 Ok(n) => Ok(Some(n)),
                 Err(libc::EAGAIN) => Ok(None),
-                Err(errno) => Err(os_error(std::io::Error::from_raw_os_error(errno))),
+                Err(errno) => Err(errno_error(errno)),
             }
         });
         let count = match received {
@@ -338,7 +339,7 @@ impl StreamTransport {
                 Self::remove_interest(slf, WRITABLE)?;
                 let dropped = this.queue.borrow_mut(py).take();
                 drop(dropped);
-                let err = os_error(std::io::Error::from_raw_os_error(errno));
+                let err = errno_error(errno);
                 let exc = err.clone_ref(py);
                 Self::fatal_error(slf, err, "Fatal write error on socket transport")?;
                 let waiter = this
@@ -370,8 +371,7 @@ impl StreamTransport {
                     Self::call_transport(slf, "_call_connection_lost", (py.None(),))
                 } else if this.eof.get(py) {
                     // As asyncio's sock.shutdown(SHUT_WR): a failure here propagates.
-                    syscall::shutdown_write(this.fd)
-                        .map_err(|errno| os_error(std::io::Error::from_raw_os_error(errno)))
+                    syscall::shutdown_write(this.fd).map_err(errno_error)
                 } else {
                     Ok(())
                 }
@@ -594,7 +594,7 @@ impl StreamTransport {
                 Err(errno) => {
                     return Self::fatal_error(
                         slf,
-                        os_error(std::io::Error::from_raw_os_error(errno)),
+                        errno_error(errno),
                         "Fatal write error on socket transport",
                     )
                 }
@@ -706,8 +706,7 @@ impl StreamTransport {
         }
         self.eof.set(py, true);
         if self.queue.borrow(py).is_empty() {
-            syscall::shutdown_write(self.fd)
-                .map_err(|errno| os_error(std::io::Error::from_raw_os_error(errno)))?;
+            syscall::shutdown_write(self.fd).map_err(errno_error)?;
         }
         Ok(())
     }

@@ -56,3 +56,8 @@ pub fn os_error(err: std::io::Error) -> PyErr {
         None => PyOSError::new_err(err.to_string()),
     }
 }
+
+/// `OSError(errno, strerror)` for an errno value.
+pub fn errno_error(errno: c_int) -> PyErr {
+    UvError(-errno).into()
+}
