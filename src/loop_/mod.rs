@@ -23,10 +23,12 @@ use crate::gil::{GilCell, GilRefCell};
 use crate::handles::{self, Handle, TimerHandle};
 use crate::python;
 use crate::transports::{IoTarget, SockOp};
+use crate::uv::async_handle::Wakeup;
 use crate::uv::error::os_error;
-use crate::uv::event_loop::{release_gil_before_poll, UvLoop};
-use crate::uv::handle::Handle as UvHandle;
-use crate::uv::sys;
+use crate::uv::event_loop::UvLoop;
+use crate::uv::poll::ReadablePoll;
+use crate::uv::prepare::GilHandOff;
+use crate::uv::timer::Timer;
 
 use selector::{Interest, Selector, Side};
 pub use selector::{READABLE, WRITABLE};
@@ -40,13 +42,28 @@ pub enum Ready {
 }
 use timer_heap::TimerHeap;
 
-/// The libuv handles every loop has: the wake-up for other threads, and the prepare hook that
-/// releases the GIL when a `uv_run` of `close()` blocks.
+/// The libuv handles every loop has: the wake-up for other threads, the hook that hands the GIL
+/// over while libuv blocks, the watch on the fd watchers' epoll set, and the one timer armed for
+/// the earliest deadline of the loop's timer heap.
 struct InternalHandles {
-    wakeup: UvHandle<sys::uv_async_t, ()>,
-    /// Only owned: started once, closed when dropped.
-    #[allow(dead_code)]
-    prepare: UvHandle<sys::uv_prepare_t, ()>,
+    wakeup: Wakeup,
+    _gil: GilHandOff,
+    fd_watchers: ReadablePoll,
+    timer: Timer,
+}
+
+impl InternalHandles {
+    /// How many libuv handles these are (for `_open_libuv_handles`).
+    const COUNT: usize = 4;
+
+    fn new(uv: &UvLoop, selector: &Selector) -> PyResult<Self> {
+        Ok(Self {
+            wakeup: Wakeup::new(uv)?,
+            _gil: GilHandOff::new(uv)?,
+            fd_watchers: ReadablePoll::new(uv, selector.fd())?,
+            timer: Timer::new(uv)?,
+        })
+    }
 }
 
 #[pyclass(frozen, subclass, weakref, module = "uvloop.loop", name = "Loop")]
@@ -72,8 +89,12 @@ pub struct Loop {
     last_poll: GilCell<f64>,
     /// Iterations run without blocking since the clock was last read (see `run::run_once`).
     busy_iterations: GilCell<u32>,
-    /// The epoll set the loop waits on: watched fds, native transports and libuv's own backend.
-    /// None once the loop is closed.
+    /// How many busy iterations may pass between two readings of the clock (see `run::run_once`).
+    clock_read_every: GilCell<u32>,
+    /// When the clock was last read for the busy-poll check.
+    last_clock_read: GilCell<f64>,
+    /// The epoll set of watched fds, sock_* operations and native transports. None once the loop
+    /// is closed.
     selector: GilRefCell<Option<Selector>>,
     /// None once the loop is closed.
     internal: GilRefCell<Option<InternalHandles>>,
@@ -86,8 +107,6 @@ pub struct Loop {
 pub fn install_fast_methods(py: Python<'_>) -> PyResult<()> {
     fastcall::install(py)
 }
-
-unsafe extern "C" fn ignore_async(_handle: *mut sys::uv_async_t) {}
 
 impl Loop {
     pub fn debug(&self, py: Python<'_>) -> bool {
@@ -240,9 +259,7 @@ impl Loop {
 
     fn wake(&self, py: Python<'_>) {
         if let Some(internal) = &*self.internal.borrow(py) {
-            // SAFETY: the async handle is open (internal is Some until close, which needs the GIL
-            // we hold); uv_async_send may be called from any thread.
-            unsafe { sys::uv_async_send(internal.wakeup.as_ptr()) };
+            internal.wakeup.send();
         }
     }
 
@@ -394,25 +411,11 @@ impl Loop {
 #[pymethods]
 impl Loop {
     #[new]
-    fn py_new() -> PyResult<Self> {
+    fn py_new(py: Python<'_>) -> PyResult<Self> {
+        crate::uv::event_loop::reap_orphans(py);
         let uv = UvLoop::new()?;
-        let wakeup = UvHandle::new(&uv, (), |uv_loop, raw| {
-            // SAFETY: `raw` is a zeroed uv_async_t in stable memory owned by the new handle.
-            unsafe { sys::uv_async_init(uv_loop, raw, Some(ignore_async)) }
-        })?;
-        let prepare = UvHandle::new(&uv, (), |uv_loop, raw| {
-            // SAFETY: as above, for a uv_prepare_t.
-            unsafe { sys::uv_prepare_init(uv_loop, raw) }
-        })?;
-        // SAFETY: the prepare handle is initialised and open; the callback only touches the
-        // LoopBox of this loop.
-        crate::uv::event_loop::status(unsafe {
-            sys::uv_prepare_start(prepare.as_ptr(), Some(release_gil_before_poll))
-        })?;
-        // The prepare hook alone must not keep the loop alive.
-        // SAFETY: open handle.
-        unsafe { sys::uv_unref(prepare.as_ptr().cast()) };
-        let selector = Selector::new(uv.backend_fd()).map_err(os_error)?;
+        let selector = Selector::new().map_err(os_error)?;
+        let internal = InternalHandles::new(&uv, &selector)?;
         Ok(Self {
             ready: GilRefCell::new(VecDeque::new()),
             timers: GilRefCell::new(TimerHeap::default()),
@@ -427,8 +430,10 @@ impl Loop {
             pending_error: GilRefCell::new(None),
             last_poll: GilCell::new(0.0),
             busy_iterations: GilCell::new(0),
+            clock_read_every: GilCell::new(1),
+            last_clock_read: GilCell::new(0.0),
             selector: GilRefCell::new(Some(selector)),
-            internal: GilRefCell::new(Some(InternalHandles { wakeup, prepare })),
+            internal: GilRefCell::new(Some(internal)),
             uv,
         })
     }
@@ -676,17 +681,25 @@ impl Loop {
             return Ok(());
         }
         self.uv.after_fork()?;
-        if let Some(selector) = self.selector.borrow_mut(py).as_mut() {
-            selector
-                .rebuild_after_fork(self.uv.backend_fd())
-                .map_err(os_error)?;
-        }
+        // The watch on the old epoll set goes before the set's fd is replaced (closed).
+        drop(self.internal.take(py));
+        let mut selector = self.selector.borrow_mut(py);
+        let Some(selector) = selector.as_mut() else {
+            return Ok(());
+        };
+        selector.rebuild_after_fork().map_err(os_error)?;
+        let internal = InternalHandles::new(&self.uv, selector)?;
+        drop(self.internal.replace(py, Some(internal)));
         Ok(())
     }
 
     /// How many libuv handles are open beyond the loop's own (tests check that none leak).
     fn _open_libuv_handles(&self, py: Python<'_>) -> usize {
-        let own = self.internal.borrow(py).as_ref().map_or(0, |_| 2);
+        let own = self
+            .internal
+            .borrow(py)
+            .as_ref()
+            .map_or(0, |_| InternalHandles::COUNT);
         self.uv.open_handles().saturating_sub(own)
     }
 

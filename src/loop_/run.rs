@@ -14,13 +14,15 @@ use super::{selector, Loop, Ready};
 use crate::clock;
 use crate::handles::{self, Handle, Outcome};
 use crate::python;
-use crate::uv::event_loop::RUN_NOWAIT;
+use crate::uv::event_loop::{RUN_NOWAIT, RUN_ONCE};
 
 /// While callbacks keep the ready queue busy, libuv is asked for I/O at most this often; each
 /// poll is a system call, and asyncio's order of I/O against ready callbacks is unaffected (I/O
 /// found by a poll still joins the end of the queue).
 const POLL_INTERVAL: f64 = 50e-6;
-/// How many busy iterations without timers pass between two readings of the clock.
+/// At most this many busy iterations without timers pass between two readings of the clock (a
+/// measurable part of a short iteration); fewer when iterations are slow, so that the poll
+/// interval is kept.
 const CLOCK_READ_EVERY: u32 = 8;
 
 /// asyncio's `_MIN_SCHEDULED_TIMER_HANDLES` and `_MIN_CANCELLED_TIMER_HANDLES_FRACTION`.
@@ -53,70 +55,82 @@ fn run_once(slf: &Bound<'_, Loop>) -> PyResult<()> {
     let this = slf.get();
     purge_cancelled_timers(this, py);
     let has_timers = this.timers.borrow(py).len() > 0;
+    let mut now = None;
     if this.ready.borrow(py).is_empty() && !this.stopping.get(py) {
         poll(slf, true)?;
-        this.last_poll.set(py, clock::monotonic());
+        let after = clock::monotonic();
+        this.last_poll.set(py, after);
+        this.last_clock_read.set(py, after);
         this.busy_iterations.set(py, 0);
+        now = Some(after);
     } else {
-        // Busy: poll for I/O once POLL_INTERVAL has passed. Without timers to expire, the clock
-        // (a measurable part of a short iteration) is only read every few iterations.
         let busy = this.busy_iterations.get(py) + 1;
-        let read_clock = has_timers || busy >= CLOCK_READ_EVERY;
-        this.busy_iterations
-            .set(py, if read_clock { 0 } else { busy });
-        if read_clock && clock::monotonic() - this.last_poll.get(py) >= POLL_INTERVAL {
-            poll(slf, false)?;
-            this.last_poll.set(py, clock::monotonic());
+        if has_timers || busy >= this.clock_read_every.get(py) {
+            let read = clock::monotonic();
+            adapt_clock_reads(this, py, read, busy);
+            if read - this.last_poll.get(py) >= POLL_INTERVAL {
+                poll(slf, false)?;
+                this.last_poll.set(py, read);
+            } else {
+                now = Some(read);
+            }
+        } else {
+            this.busy_iterations.set(py, busy);
         }
     }
     if has_timers {
-        expire_timers(this, py, clock::monotonic());
+        expire_timers(this, py, now.unwrap_or_else(clock::monotonic));
     }
     run_ready(slf)
 }
 
-/// Polls for I/O; with `block`, waits (with the GIL released) until I/O, a wake-up from another
-/// thread, a signal, or the earliest timer's deadline. libuv runs only when it has something to
-/// do: its own epoll fd is one member of the loop's set.
+/// Sets how many busy iterations may pass before the clock is read again: as many as fit in half
+/// the poll interval at the pace of the last ones, at least one and at most CLOCK_READ_EVERY.
+fn adapt_clock_reads(this: &Loop, py: Python<'_>, now: f64, iterations: u32) {
+    let per_iteration = (now - this.last_clock_read.get(py)) / f64::from(iterations);
+    let fit = (POLL_INTERVAL / 2.0 / per_iteration).floor();
+    let every = if fit >= f64::from(CLOCK_READ_EVERY) {
+        CLOCK_READ_EVERY
+    } else if fit >= 1.0 {
+        fit as u32
+    } else {
+        1
+    };
+    this.clock_read_every.set(py, every);
+    this.last_clock_read.set(py, now);
+    this.busy_iterations.set(py, 0);
+}
+
+/// Runs libuv once: with `block`, and nothing ready, until I/O, a wake-up from another thread, a
+/// signal, or the earliest timer's deadline (the GIL released while libuv waits); otherwise just a
+/// look. Then queues what the fd watchers' epoll set has ready.
 fn poll(slf: &Bound<'_, Loop>, block: bool) -> PyResult<()> {
     let py = slf.py();
     let this = slf.get();
     if this.uv.is_closed() {
         return Ok(());
     }
-    // Callbacks and fd changes libuv has pending are run (and applied) before waiting.
-    if this.uv.backend_timeout() == 0 {
-        run_uv(slf)?;
+    let block = block && this.ready.borrow(py).is_empty() && arm_timer(this, py)?;
+    let mode = if block { RUN_ONCE } else { RUN_NOWAIT };
+    if let Err(payload) = this.uv.run(py, mode) {
+        return Err(panic_to_pyerr(payload));
     }
-    let timeout_ms = if block && this.ready.borrow(py).is_empty() {
-        wait_timeout(this, py)
-    } else {
-        0
-    };
-    let Some((epoll, mut events)) = this
-        .selector
-        .borrow_mut(py)
-        .as_mut()
-        .map(|s| s.take_events())
-    else {
-        return Ok(());
-    };
-    if timeout_ms == 0 {
-        selector::wait(epoll, &mut events, 0);
-    } else {
-        this.uv
-            .wait_without_gil(py, || selector::wait(epoll, &mut events, timeout_ms));
+    let watchers_ready = this
+        .internal
+        .borrow(py)
+        .as_ref()
+        .is_some_and(|internal| internal.fd_watchers.take_readable());
+    if watchers_ready {
+        let found = match this.selector.borrow_mut(py).as_mut() {
+            Some(selector) => selector.poll_now(py),
+            None => return Ok(()),
+        };
+        queue_io(this, py, found);
     }
-    let found = match this.selector.borrow_mut(py).as_mut() {
-        Some(selector) => selector.collect(events, py),
-        None => return Ok(()),
-    };
-    let uv_ready = found.uv_ready;
-    queue_io(this, py, found);
-    if uv_ready {
-        run_uv(slf)?;
+    if let Some(err) = this.pending_error.take(py) {
+        return Err(err);
     }
-    if timeout_ms != 0 {
+    if block {
         // A signal that arrived during the wait: its Python-level handler runs now (the default
         // SIGINT handler raises KeyboardInterrupt here, as it does out of asyncio's select()).
         py.check_signals()?;
@@ -124,36 +138,27 @@ fn poll(slf: &Bound<'_, Loop>, block: bool) -> PyResult<()> {
     Ok(())
 }
 
-/// Milliseconds the wait may last: until the earliest timer (rounded up: waking a little late
-/// is harmless, waking early costs a spin) or libuv's own deadline; -1 for no limit.
-fn wait_timeout(this: &Loop, py: Python<'_>) -> i32 {
-    let timer_ms = this.timers.borrow(py).peek().map(|(when, _)| {
-        let millis = ((when - clock::monotonic()) * 1000.0).ceil();
-        if millis > 0.0 {
-            (millis as u64).min(MAXIMUM_WAIT_MS) as i32
-        } else {
-            0
-        }
-    });
-    let uv_ms = this.uv.backend_timeout();
-    match (timer_ms, uv_ms) {
-        (Some(timer), uv) if uv >= 0 => timer.min(uv),
-        (Some(timer), _) => timer,
-        (None, uv) => uv,
+/// Arms the libuv timer for the earliest deadline of the heap (rounded up: waking a little late
+/// is harmless, waking early costs a spin), or stops it when there is none. False when a timer
+/// is due already, so the poll must not block.
+fn arm_timer(this: &Loop, py: Python<'_>) -> PyResult<bool> {
+    let internal = this.internal.borrow(py);
+    let Some(internal) = internal.as_ref() else {
+        return Ok(false);
+    };
+    let earliest = this.timers.borrow(py).peek().map(|(when, _)| when);
+    let Some(when) = earliest else {
+        internal.timer.stop();
+        return Ok(true);
+    };
+    let millis = ((when - clock::monotonic()) * 1000.0).ceil();
+    // Written so that a NaN deadline counts as due, as asyncio's comparisons treat it.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    if !(millis > 0.0) {
+        return Ok(false);
     }
-}
-
-/// Runs libuv's ready callbacks (never blocking).
-fn run_uv(slf: &Bound<'_, Loop>) -> PyResult<()> {
-    let py = slf.py();
-    let this = slf.get();
-    if let Err(payload) = this.uv.run(py, RUN_NOWAIT) {
-        return Err(panic_to_pyerr(payload));
-    }
-    if let Some(err) = this.pending_error.take(py) {
-        return Err(err);
-    }
-    Ok(())
+    internal.timer.start((millis as u64).min(MAXIMUM_WAIT_MS))?;
+    Ok(true)
 }
 
 pub fn panic_to_pyerr(payload: Box<dyn Any + Send>) -> PyErr {

@@ -1,12 +1,13 @@
-//! The epoll set the loop waits on: `add_reader`/`add_writer` fds, native transports, and
-//! libuv's own epoll fd (readable when libuv has something to run).
+//! The epoll set of `add_reader`/`add_writer` fds, sock_* operations and native transports: one
+//! member of libuv's loop (a `uv_poll_t` on the set's own fd, see `uv::poll`).
 //!
 //! asyncio registers a watched fd with epoll at once and lets the kernel forget it when it is
 //! closed; libuv defers registration to its next poll and aborts the process if the fd was closed
-//! meanwhile. So user fds never go to libuv: they live in this epoll set, and libuv is only run
-//! when its own fd is ready or it has work pending. Registration errors surface immediately (PermissionError for regular
-//! files, OSError(EBADF) for closed fds), and readiness is reported the way asyncio's
-//! `EpollSelector` reports it (an error or hang-up wakes both the reader and the writer).
+//! meanwhile, and its `uv_poll_t` makes the fd non-blocking. So user fds never go to libuv: they
+//! live in this set, which libuv watches as a whole. Registration errors surface immediately
+//! (PermissionError for regular files, OSError(EBADF) for closed fds), and readiness is reported
+//! the way asyncio's `EpollSelector` reports it (an error or hang-up wakes both the reader and the
+//! writer).
 //!
 //! Native transports register here too, without Handle objects: their readiness goes to the
 //! ready queue as a `Ready::Io` entry, in the place asyncio would put their reader/writer handle.
@@ -52,9 +53,6 @@ pub type Interest = u32;
 pub const READABLE: Interest = 1;
 pub const WRITABLE: Interest = 2;
 
-/// The epoll data of libuv's backend fd (user entries carry their fd, never this).
-const UV_BACKEND: u64 = u64::MAX;
-
 pub struct Selector {
     epoll: OwnedFd,
     keys: HashMap<RawFd, Key>,
@@ -96,8 +94,6 @@ pub struct Collected {
     pub handles: Vec<Py<Handle>>,
     pub streams: Vec<(IoTarget, Interest)>,
     pub cancelled: Vec<(RawFd, Side)>,
-    /// libuv's backend fd is ready: libuv has callbacks to run.
-    pub uv_ready: bool,
 }
 
 /// Which side of a key.
@@ -108,14 +104,13 @@ pub enum Side {
 }
 
 impl Selector {
-    /// A set that already watches `uv_backend_fd`.
-    pub fn new(uv_backend_fd: RawFd) -> io::Result<Self> {
+    pub fn new() -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked before use.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        let selector = Self {
+        Ok(Self {
             // SAFETY: `fd` is a freshly created descriptor owned by nobody else.
             epoll: unsafe { OwnedFd::from_raw_fd(fd) },
             keys: HashMap::new(),
@@ -123,22 +118,19 @@ impl Selector {
             sock_ops: HashMap::new(),
             events: Vec::new(),
             narrowed: Vec::new(),
-        };
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: UV_BACKEND,
-        };
-        // SAFETY: valid epoll fd and event struct.
-        if unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, uv_backend_fd, &mut event) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(selector)
+        })
     }
 
-    /// In a forked child: moves every registration to a new epoll set watching the new
-    /// `uv_backend_fd`, so that changes no longer reach the set shared with the parent.
-    pub fn rebuild_after_fork(&mut self, uv_backend_fd: RawFd) -> io::Result<()> {
-        let fresh = Self::new(uv_backend_fd)?;
+    /// The epoll set's own descriptor: readable when a registration has events (libuv watches
+    /// it for the loop).
+    pub fn fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// In a forked child: moves every registration to a new epoll set, so that changes no
+    /// longer reach the set shared with the parent.
+    pub fn rebuild_after_fork(&mut self) -> io::Result<()> {
+        let fresh = Self::new()?;
         self.epoll = fresh.epoll;
         let keys: Vec<(RawFd, u32)> = self
             .keys
@@ -175,13 +167,26 @@ impl Selector {
         Ok(())
     }
 
-    /// Takes the event buffer out for a wait (see `wait`), sized for every registration.
-    pub fn take_events(&mut self) -> (RawFd, Vec<libc::epoll_event>) {
+    /// What is ready now (a look, never a wait), in asyncio's order.
+    pub fn poll_now(&mut self, py: Python<'_>) -> Collected {
         self.apply_narrowed();
         let mut events = std::mem::take(&mut self.events);
         events.clear();
-        events.reserve(self.keys.len() + self.streams.len() + 1);
-        (self.epoll.as_raw_fd(), events)
+        let capacity = (self.keys.len() + self.streams.len() + self.sock_ops.len()).max(1);
+        events.reserve(capacity);
+        // SAFETY: the buffer has room for `capacity` events; epoll_wait writes at most that many
+        // and returns how many it wrote.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                capacity as i32,
+                0,
+            )
+        };
+        // SAFETY: epoll_wait initialised the first `n` entries (none on error, e.g. EINTR).
+        unsafe { events.set_len(n.max(0) as usize) };
+        self.collect(events, py)
     }
 
     /// Installs `handle` on one side of `fd`, returning the handle it replaces (to be cancelled by
@@ -290,15 +295,11 @@ impl Selector {
         }
     }
 
-    /// What the events of a `wait` mean, in asyncio's order (per fd: reader, then writer); the
+    /// What the events of a wait mean, in asyncio's order (per fd: reader, then writer); the
     /// buffer goes back for the next wait.
-    pub fn collect(&mut self, events: Vec<libc::epoll_event>, py: Python<'_>) -> Collected {
+    fn collect(&mut self, events: Vec<libc::epoll_event>, py: Python<'_>) -> Collected {
         let mut found = Collected::default();
         for event in &events {
-            if event.u64 == UV_BACKEND {
-                found.uv_ready = true;
-                continue;
-            }
             let fd = event.u64 as RawFd;
             let bits = event.events;
             // EpollSelector: anything but EPOLLIN counts as writable, anything but EPOLLOUT as
@@ -524,16 +525,4 @@ fn stream_events(interest: Interest) -> u32 {
         events |= libc::EPOLLOUT as u32;
     }
     events
-}
-
-/// Waits up to `timeout_ms` (-1: no limit, 0: just a look) for events of the set `epoll`,
-/// filling `events` up to its capacity. A signal ends the wait early with no events.
-pub fn wait(epoll: RawFd, events: &mut Vec<libc::epoll_event>, timeout_ms: i32) {
-    let capacity = events.capacity().max(1);
-    events.reserve(capacity);
-    // SAFETY: the buffer has room for `capacity` events; epoll_wait writes at most that many
-    // and returns how many it wrote.
-    let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), capacity as i32, timeout_ms) };
-    // SAFETY: epoll_wait initialised the first `n` entries (none on error, e.g. EINTR).
-    unsafe { events.set_len(n.max(0) as usize) };
 }

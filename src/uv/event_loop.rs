@@ -1,18 +1,15 @@
-//! The libuv loop, and the GIL hand-off around waits.
+//! The libuv loop, and the GIL hand-off around its waits.
 //!
-//! The event loop waits in its own epoll set (see `loop_::selector`) with the GIL released
-//! (`wait_without_gil`); libuv's epoll fd is a member of that set, and libuv itself is only run
-//! without blocking. When a `uv_run` may block (the loop's `close()` waiting for close callbacks
-//! and thread-pool requests), the prepare callback releases the GIL right before libuv's wait
-//! (`release_gil_before_poll`) and the first callback afterwards takes it back
-//! (`guard_callback`), so that pool threads needing the GIL can finish.
+//! The event loop polls for I/O only by running libuv. The GIL is held while libuv runs callbacks
+//! and is handed over once per iteration, only when libuv is about to block in the kernel: the
+//! prepare callback releases it right before the poll (`release_gil_before_poll`), and the first
+//! callback afterwards takes it back (`guard_callback`), or `run` does when none ran.
 
 use std::any::Any;
-use std::cell::Cell;
-use std::mem::ManuallyDrop;
+use std::cell::{Cell, RefCell};
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::ffi;
@@ -36,10 +33,14 @@ struct LoopBox {
     /// other threads (which can only look while they hold the GIL) need to wake the loop only
     /// then, since otherwise it checks its queue before it blocks again.
     waiting: AtomicBool,
+    /// Thread-pool requests whose after-work callback has not run yet.
+    work: RefCell<Vec<*mut sys::uv_work_t>>,
 }
 
 pub struct UvLoop {
-    inner: ManuallyDrop<Box<LoopBox>>,
+    /// The LoopBox, from `Box::into_raw`: freed by `Drop` once libuv let go of it, or handed to
+    /// the orphanage. Never used once `closed` is set, except by `close` itself.
+    inner: NonNull<LoopBox>,
     closed: Cell<bool>,
     /// False if uv_loop_close refused: libuv may still point into the box, so it is leaked.
     freeable: Cell<bool>,
@@ -58,7 +59,7 @@ pub const RUN_NOWAIT: RunMode = sys::uv_run_mode_UV_RUN_NOWAIT;
 impl UvLoop {
     /// Whether the loop thread is (or is about to be) blocked in its wait with the GIL released.
     pub fn is_waiting(&self) -> bool {
-        self.inner.waiting.load(Ordering::Acquire)
+        !self.closed.get() && self.inner().waiting.load(Ordering::Acquire)
     }
 
     pub fn new() -> Result<Self, UvError> {
@@ -69,20 +70,22 @@ impl UvLoop {
             panic: Cell::new(None),
             may_block: Cell::new(false),
             waiting: AtomicBool::new(false),
+            work: RefCell::new(Vec::new()),
         });
         // SAFETY: `raw` sits in a Box, so its address never changes after init, as libuv requires
         // (the loop keeps pointers into itself).
         UvError::check(unsafe { sys::uv_loop_init(&raw mut inner.raw) })?;
         inner.raw.data = (&raw const *inner).cast_mut().cast::<c_void>();
         Ok(Self {
-            inner: ManuallyDrop::new(inner),
+            inner: NonNull::from(Box::leak(inner)),
             closed: Cell::new(false),
             freeable: Cell::new(false),
         })
     }
 
     pub fn as_ptr(&self) -> *mut sys::uv_loop_t {
-        (&raw const self.inner.raw).cast_mut()
+        // SAFETY: the box is live (see `inner`); only the address of its first field is taken.
+        unsafe { &raw mut (*self.inner.as_ptr()).raw }
     }
 
     /// Runs one libuv iteration; with `RUN_ONCE` it may block, with the GIL released meanwhile.
@@ -91,46 +94,17 @@ impl UvLoop {
         if self.closed.get() {
             return Ok(());
         }
-        self.inner.may_block.set(mode == RUN_ONCE);
+        let inner = self.inner();
+        inner.may_block.set(mode == RUN_ONCE);
         // SAFETY: the loop is initialised and not closed (callers check `is_closed` state), and
         // this thread holds the GIL, which callbacks rely on.
         unsafe { sys::uv_run(self.as_ptr(), mode) };
-        self.inner.may_block.set(false);
-        self.inner.reacquire_gil();
-        match self.inner.panic.take() {
+        inner.may_block.set(false);
+        inner.reacquire_gil();
+        match inner.panic.take() {
             Some(payload) => Err(payload),
             None => Ok(()),
         }
-    }
-
-    /// libuv's epoll fd: readable when libuv has I/O (wake-ups, thread-pool completions) to run.
-    pub fn backend_fd(&self) -> c_int {
-        // SAFETY: valid, initialised loop.
-        unsafe { sys::uv_backend_fd(self.as_ptr()) }
-    }
-
-    /// How long libuv could wait: 0 when it has work to run now (or fd changes to apply), -1
-    /// when it has no deadline.
-    pub fn backend_timeout(&self) -> c_int {
-        if self.closed.get() {
-            return -1;
-        }
-        // SAFETY: valid, initialised loop; the call only reads loop state.
-        unsafe { sys::uv_backend_timeout(self.as_ptr()) }
-    }
-
-    /// Runs `wait` with the GIL released, marked as waiting so that other threads wake the
-    /// loop (see `is_waiting`).
-    pub fn wait_without_gil<R>(&self, _py: Python<'_>, wait: impl FnOnce() -> R) -> R {
-        self.inner.waiting.store(true, Ordering::Release);
-        // SAFETY: this thread holds the GIL (the token proves it); `wait` touches no Python
-        // state, and the GIL is restored before returning.
-        let tstate = unsafe { ffi::PyEval_SaveThread() };
-        let result = wait();
-        // SAFETY: `tstate` came from PyEval_SaveThread on this thread just above.
-        unsafe { ffi::PyEval_RestoreThread(tstate) };
-        self.inner.waiting.store(false, Ordering::Release);
-        result
     }
 
     /// In a forked child: gives libuv fresh kernel state (its epoll set is shared with the
@@ -143,29 +117,49 @@ impl UvLoop {
         UvError::check(unsafe { sys::uv_loop_fork(self.as_ptr()) }).map(drop)
     }
 
-    /// Runs the loop until every close callback (and any request still in libuv's thread pool)
-    /// has finished, then closes the loop itself. Owners must have closed their handles first; if
-    /// one is still open, libuv refuses to close and the loop's memory is leaked, never freed
-    /// under libuv's feet.
+    /// Closes the loop: runs it until every close callback has run, cancels thread-pool requests
+    /// that have not started, and waits for running ones at most `CLOSE_WAIT_FOR_WORK`. Owners
+    /// must have closed their handles first; if one is still open, libuv refuses to close and the
+    /// loop's memory is leaked, never freed under libuv's feet. A loop whose requests are still
+    /// running is handed to the orphanage, which finishes closing it later (`reap_orphans`).
     pub fn close(&self, py: Python<'_>) {
         if self.closed.get() {
             return;
         }
+        let inner = self.inner();
+        self.closed.set(true);
+        for request in inner.work.borrow().iter() {
+            // SAFETY: a request of this loop whose after-work callback has not run yet (it
+            // untracks itself there); uv_cancel fails harmlessly on one already running.
+            unsafe { sys::uv_cancel(request.cast()) };
+        }
+        let started = std::time::Instant::now();
         loop {
-            let raw = &self.inner.raw;
-            // SAFETY: reading the request counter of a valid loop; `count` is the union's only
-            // member libuv uses on Unix.
-            let requests = unsafe { raw.active_reqs.count } > 0;
-            if raw.closing_handles.is_null() && !requests {
+            if inner.is_done() {
                 break;
             }
+            if inner.raw.closing_handles.is_null() && started.elapsed() > CLOSE_WAIT_FOR_WORK {
+                // The orphanage owns the box from here (`freeable` stays false).
+                orphanage().push(Orphan(self.inner));
+                return;
+            }
             // A panic in a close callback has nobody to go to here; closing goes on regardless.
-            let _ = self.run(py, RUN_ONCE);
+            let _ = inner.run_nowait(py);
+            if !inner.is_done() && inner.raw.closing_handles.is_null() {
+                // Only thread-pool requests left: let them finish (they may need the GIL).
+                py.detach(|| std::thread::sleep(std::time::Duration::from_micros(200)));
+            }
         }
-        self.closed.set(true);
         // SAFETY: valid loop; uv_loop_close fails (and changes nothing) if a handle is still open.
         self.freeable
             .set(unsafe { sys::uv_loop_close(self.as_ptr()) } == 0);
+        reap_orphans(py);
+    }
+
+    fn inner(&self) -> &LoopBox {
+        // SAFETY: the box stays allocated while `self` lives unless it went to the orphanage, and
+        // callers only use it before `close` (or within it).
+        unsafe { self.inner.as_ref() }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -202,12 +196,32 @@ impl Drop for UvLoop {
         }
         if self.freeable.get() {
             // SAFETY: the loop is closed and libuv holds no pointer into the box any more.
-            unsafe { ManuallyDrop::drop(&mut self.inner) };
+            drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
         }
     }
 }
 
 impl LoopBox {
+    /// No handle is closing and no request is pending.
+    fn is_done(&self) -> bool {
+        // SAFETY: reading the request counter of a valid loop; `count` is the union's only member
+        // libuv uses on Unix.
+        let requests = unsafe { self.raw.active_reqs.count };
+        self.raw.closing_handles.is_null() && requests == 0
+    }
+
+    /// One non-blocking iteration of a loop that is being closed.
+    fn run_nowait(&self, _py: Python<'_>) -> Result<(), Box<dyn Any + Send>> {
+        let raw = (&raw const self.raw).cast_mut();
+        // SAFETY: the loop is initialised and not closed; this thread holds the GIL, which
+        // callbacks rely on, and nothing else runs this loop.
+        unsafe { sys::uv_run(raw, RUN_NOWAIT) };
+        match self.panic.take() {
+            Some(payload) => Err(payload),
+            None => Ok(()),
+        }
+    }
+
     fn reacquire_gil(&self) {
         let tstate = self.released.replace(ptr::null_mut());
         if !tstate.is_null() {
@@ -278,4 +292,63 @@ pub unsafe extern "C" fn release_gil_before_poll(handle: *mut sys::uv_prepare_t)
 
 pub fn status(code: c_int) -> Result<(), UvError> {
     UvError::check(code).map(|_| ())
+}
+
+/// Registers a thread-pool request of `uv_loop`, so that closing the loop can cancel it.
+pub fn track_work(uv_loop: &UvLoop, request: *mut sys::uv_work_t) {
+    uv_loop.inner().work.borrow_mut().push(request);
+}
+
+/// Forgets a request whose after-work callback is running.
+///
+/// # Safety
+/// `request` must be a request of a loop created by `UvLoop::new`, inside its after-work callback.
+pub unsafe fn untrack_work(request: *mut sys::uv_work_t) {
+    // SAFETY: the request's loop is a LoopBox-backed loop (the contract), alive while its
+    // callbacks run.
+    let inner = unsafe { &*(*(*request).loop_).data.cast::<LoopBox>() };
+    let mut work = inner.work.borrow_mut();
+    if let Some(index) = work.iter().position(|tracked| *tracked == request) {
+        work.swap_remove(index);
+    }
+}
+
+/// How long `close()` waits for thread-pool requests that are already running.
+const CLOSE_WAIT_FOR_WORK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A closed loop whose thread-pool requests were still running: its memory (and descriptors) must
+/// stay until their after-work callbacks have run. Owns the box (from `Box::into_raw`).
+struct Orphan(NonNull<LoopBox>);
+
+// SAFETY: orphans are only touched under the orphanage's mutex by a thread holding the GIL.
+unsafe impl Send for Orphan {}
+
+fn orphanage() -> std::sync::MutexGuard<'static, Vec<Orphan>> {
+    static ORPHANS: std::sync::Mutex<Vec<Orphan>> = std::sync::Mutex::new(Vec::new());
+    ORPHANS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Finishes closing the orphaned loops whose requests are done (without waiting for the others).
+pub fn reap_orphans(py: Python<'_>) {
+    let mut orphans = std::mem::take(&mut *orphanage());
+    orphans.retain(|Orphan(inner)| {
+        // SAFETY: the orphanage owns the live box.
+        let boxed = unsafe { inner.as_ref() };
+        let _ = boxed.run_nowait(py);
+        if !boxed.is_done() {
+            return true;
+        }
+        let raw = (&raw const boxed.raw).cast_mut();
+        // SAFETY: every handle of the loop is closed and no request is pending, so libuv lets go
+        // of the loop; if it still refuses, the box is kept.
+        if unsafe { sys::uv_loop_close(raw) } != 0 {
+            return true;
+        }
+        // SAFETY: libuv holds no pointer into the box any more; it came from Box::into_raw.
+        drop(unsafe { Box::from_raw(inner.as_ptr()) });
+        false
+    });
+    orphanage().extend(orphans);
 }

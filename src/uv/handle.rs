@@ -29,6 +29,14 @@ unsafe impl HandleType for sys::uv_async_t {}
 unsafe impl HandleType for sys::uv_prepare_t {}
 // SAFETY: as above.
 unsafe impl HandleType for sys::uv_poll_t {}
+// SAFETY: as above.
+unsafe impl HandleType for sys::uv_tcp_t {}
+// SAFETY: as above.
+unsafe impl HandleType for sys::uv_pipe_t {}
+// SAFETY: as above.
+unsafe impl HandleType for sys::uv_udp_t {}
+// SAFETY: as above.
+unsafe impl HandleType for sys::uv_process_t {}
 
 /// The allocation: libuv's struct first, so a `*mut H` (or `*mut uv_handle_t`) from a callback
 /// is also a pointer to the whole box.
@@ -78,11 +86,45 @@ impl<H: HandleType, D> Handle<H, D> {
         // SAFETY: the allocation lives until the close callback, which runs after `close`.
         unsafe { &raw mut (*self.ptr.as_ptr()).raw }
     }
+
+    pub fn as_handle_ptr(&self) -> *mut sys::uv_handle_t {
+        self.as_ptr().cast()
+    }
+
+    /// The Rust state next to the libuv struct.
+    pub fn data(&self) -> &D {
+        // SAFETY: the allocation lives as long as `self` (it is freed only after `close`, which
+        // takes `self`), and `data` is only ever borrowed shared.
+        unsafe { &(*self.ptr.as_ptr()).data }
+    }
+
+    /// The Rust state of the handle a libuv callback was given.
+    ///
+    /// # Safety
+    /// `raw` must point to the libuv struct of a live `Handle<H, D>` (a callback's argument, before
+    /// the handle's close callback has run), and the returned reference must not outlive the
+    /// callback.
+    pub unsafe fn data_of<'a>(raw: *mut H) -> &'a D {
+        // SAFETY: per the contract, `raw` is the first field of a live HandleBox<H, D>.
+        unsafe { &(*raw.cast::<HandleBox<H, D>>()).data }
+    }
+
+    /// Whether the handle is active (started), in libuv's sense.
+    pub fn is_active(&self) -> bool {
+        // SAFETY: an initialised, not yet closed handle.
+        unsafe { sys::uv_is_active(self.as_handle_ptr()) != 0 }
+    }
+
+    /// Stops the handle from keeping the loop alive on its own.
+    pub fn unref(&self) {
+        // SAFETY: an initialised, not yet closed handle.
+        unsafe { sys::uv_unref(self.as_handle_ptr()) };
+    }
 }
 
 impl<H: HandleType, D> Drop for Handle<H, D> {
     fn drop(&mut self) {
-        let raw = self.as_ptr().cast::<sys::uv_handle_t>();
+        let raw = self.as_handle_ptr();
         // SAFETY: the handle was initialised and is closed only here, by its one owner; the
         // close callback frees the box exactly once.
         unsafe { sys::uv_close(raw, Some(close_cb::<H, D>)) };

@@ -4,9 +4,20 @@
 //! callback is the only place that frees it (see `handle`). Callbacks reach the Rust state through
 //! the handle allocation itself, never through a pointer to something that could move.
 
+pub mod async_handle;
 pub mod error;
 pub mod event_loop;
 pub mod handle;
+pub mod poll;
+pub mod prepare;
+pub mod timer;
 pub mod work;
 
 pub use libuv_sys2 as sys;
+
+/// Runs a Rust test body attached to an interpreter (started on first use).
+#[cfg(test)]
+pub fn with_python<R>(body: impl FnOnce(pyo3::Python<'_>) -> R) -> R {
+    pyo3::Python::initialize();
+    pyo3::Python::attach(body)
+}

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::error::UvError;
-use super::event_loop::{guard_callback, UvLoop};
+use super::event_loop::{guard_callback, track_work, untrack_work, UvLoop};
 use super::sys;
 
 #[repr(C)]
@@ -53,6 +53,8 @@ pub fn queue(
         drop(unsafe { Box::from_raw(ptr) });
         return Err(UvError(status));
     }
+    // SAFETY: `ptr` is live until its after-work callback, which untracks it first.
+    track_work(uv_loop, unsafe { &raw mut (*ptr).raw });
     Ok(())
 }
 
@@ -78,6 +80,8 @@ unsafe extern "C" fn run_in_pool(req: *mut sys::uv_work_t) {
 }
 
 unsafe extern "C" fn after_run(req: *mut sys::uv_work_t, _status: std::os::raw::c_int) {
+    // SAFETY: libuv calls this once per request of our loop, on the loop's thread.
+    unsafe { untrack_work(req) };
     // SAFETY: libuv calls this once, on the loop thread, after run_in_pool finished (or the
     // request was cancelled); the Work is ours to free now.
     let work = unsafe { Box::from_raw(req.cast::<Work>()) };
