@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side event-loop micro-benchmarks: asyncio, uvloop 0.23, rloop 0.5 and ours.
+"""Side-by-side event-loop micro-benchmarks: asyncio, uvloop 0.23, rloop 0.5 and ours (and before).
 
     python bench/run.py                 # default run: 5 rounds, builds and reinstalls ours first
     python bench/run.py --quick         # smoke test: 1 round, n / 10, 1 timed run per process
@@ -8,13 +8,17 @@
 Each loop lives in its own virtualenv under bench/.venvs/ (ours is also named `uvloop`), all made
 with one Python (--python, default: the interpreter running this script). The venvs are created or
 fixed up on every run; ours is rebuilt with `maturin build --release` and reinstalled unless
---no-build. Then, for each round, every case runs on every loop, each in a fresh
-`python -I bench/workloads.py` process, with the loop order rotated per round and per case so that
-no loop always goes first. Each cell of the table is the median over the rounds. Progress and build
-output go to stderr; the markdown report goes to stdout (and to --output).
+--no-build. With `before` in --loops (or --before-commit given), this project as it was at an
+earlier commit (default b889859) is built from `git archive` of that commit in a temporary
+directory and installed into bench/.venvs/before, once per commit. Then, for each round, every
+case runs on every loop, each in a fresh `python -I bench/workloads.py` process, with the loop
+order rotated per round and per case so that no loop always goes first. Each cell of the table is
+the median over the rounds. Progress and build output go to stderr; the markdown report goes to
+stdout (and to --output).
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -25,6 +29,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -32,8 +37,11 @@ ROOT = os.path.dirname(BENCH_DIR)
 WORKLOADS = os.path.join(BENCH_DIR, "workloads.py")
 DEFAULT_VENVS = os.path.join(BENCH_DIR, ".venvs")
 
-LOOPS = ("asyncio", "uvloop-0.23", "rloop-0.5", "ours")
-PEERS = ("asyncio", "uvloop-0.23", "rloop-0.5")
+# every loop kind, in column order; "before" is this project built from an earlier commit
+LOOPS = ("asyncio", "uvloop-0.23", "rloop-0.5", "before", "ours")
+DEFAULT_LOOPS = ("asyncio", "uvloop-0.23", "rloop-0.5", "ours")  # --loops' default (+ before with --before-commit)
+PEERS = ("asyncio", "uvloop-0.23", "rloop-0.5")  # what "ours vs best peer" compares ours to
+DEFAULT_BEFORE_COMMIT = "b889859"  # the last commit before the port of the I/O onto libuv handles
 # distribution name and exact version installed from PyPI into each peer's venv
 PYPI = {"uvloop-0.23": ("uvloop", "0.23.0"), "rloop-0.5": ("rloop", "0.5.0")}
 MATURIN_REQ = "maturin>=1.9,<2"  # as in pyproject.toml's build-system
@@ -145,6 +153,100 @@ def setup_ours(vpy, venvs, build):
     return rev
 
 
+def resolve_commit(commit):
+    """The full hash of `commit` in this repository, or exit with an error."""
+    rc, full, err = capture(["git", "-C", ROOT, "rev-parse", "--verify", "--quiet", commit + "^{commit}"])
+    if rc or not full:
+        raise SystemExit(f"--before-commit {commit}: not a commit of {ROOT} {err}".rstrip())
+    return full
+
+
+def export_commit(commit, dest):
+    """Writes the tree of `commit` into `dest` (`git archive | tar -x`): the working tree, the index
+    and the refs are left alone."""
+    log(f"$ git -C {shlex.quote(ROOT)} archive {commit} | tar -x -C {shlex.quote(dest)}")
+    archive = subprocess.Popen(["git", "-C", ROOT, "archive", "--format=tar", commit], stdout=subprocess.PIPE)
+    tar = subprocess.run(["tar", "-x", "-C", dest], stdin=archive.stdout, stderr=sys.stderr)
+    archive.stdout.close()
+    if archive.wait() or tar.returncode:
+        raise SystemExit(f"could not export commit {commit} (git archive exit {archive.returncode}, "
+                         f"tar exit {tar.returncode})")
+
+
+def setup_before(vpy, venvs, commit):
+    """Builds this project as it was at `commit` and installs it into the `before` venv, unless the
+    venv already holds that build (bench/.venvs/before/BUILT_FROM names the commit). The sources come
+    from `git archive` into a temporary directory outside the repository (deleted afterwards), so
+    the working tree, and whoever is editing it, is not touched. Returns the short commit."""
+    full = resolve_commit(commit)
+    _, short, _ = capture(["git", "-C", ROOT, "rev-parse", "--short", full])
+    stamp = os.path.join(venvs, "before", "BUILT_FROM")
+    try:
+        with open(stamp) as f:
+            have = f.read().strip()
+    except OSError:
+        have = None
+    if have == full and dist_version(vpy, "uvloop") is not None:
+        log(f"[before] using the installed build of {short}")
+        return short
+    with contextlib.suppress(OSError):
+        os.remove(stamp)  # no stale stamp if the build below fails
+    maturin = os.path.join(os.path.dirname(vpy), "maturin")
+    if not os.path.exists(maturin):
+        pip_install(vpy, MATURIN_REQ)
+    with tempfile.TemporaryDirectory(prefix="uvloop-before-") as tmp:
+        src, wheels = os.path.join(tmp, "src"), os.path.join(tmp, "wheels")
+        os.mkdir(src)
+        export_commit(full, src)
+        log(f"[before] building {short} in {src} (release)")
+        t0 = time.monotonic()
+        # its own target directory (inside tmp): the repository's target/ is not shared
+        env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(tmp, "target"))
+        run_cmd([maturin, "build", "--release", "-i", vpy, "-o", wheels], cwd=src, env=env)
+        built = sorted(f for f in os.listdir(wheels) if f.endswith(".whl"))
+        if len(built) != 1:
+            raise SystemExit(f"expected one wheel in {wheels}, found {built}")
+        log(f"[before] built {built[0]} in {time.monotonic() - t0:.0f}s")
+        pip_install(vpy, "--force-reinstall", "--no-deps", os.path.join(wheels, built[0]))
+    with open(stamp, "w") as f:
+        f.write(full + "\n")
+    return short
+
+
+def setup_loop(vpy, venvs, kind, args):
+    """Installs loop `kind` into its venv `vpy`: ours built from the working tree (unless
+    args.no_build), before built from args.before_commit, the peers from PyPI. Returns the revision
+    ours or before was built from (None for the peers)."""
+    if kind == "ours":
+        return setup_ours(vpy, venvs, build=not args.no_build)
+    if kind == "before":
+        return setup_before(vpy, venvs, args.before_commit)
+    setup_peer(vpy, kind)
+    return None
+
+
+def built_from(revs, loops):
+    """"; before built from X; ours built from Y" for the report's Loops line."""
+    return "".join(f"; {k} built from {revs.get(k, 'n/a')}" for k in ("before", "ours") if k in loops)
+
+
+def add_loop_options(p, loops=LOOPS, default=DEFAULT_LOOPS):
+    """--loops (default: `default`, plus before when --before-commit is given) and --before-commit."""
+    p.add_argument("--loops", help=f"comma-separated subset of {','.join(loops)} (default "
+                                   f"{','.join(default)}; before is added when --before-commit is given)")
+    p.add_argument("--before-commit", metavar="COMMIT",
+                   help=f"commit the `before` loop is built from (default {DEFAULT_BEFORE_COMMIT})")
+
+
+def loops_option(args, default=DEFAULT_LOOPS):
+    """The --loops text, its default filled in (with before if --before-commit was given); also sets
+    args.before_commit's default."""
+    if args.loops is None:
+        args.loops = ",".join([*default, *(["before"] if args.before_commit else [])])
+    args.before_commit = args.before_commit or DEFAULT_BEFORE_COMMIT
+    return args.loops
+
+
 def probe(vpy, kind):
     """Ask workloads.py which module, version and loop class the venv gives for `kind`."""
     rc, out, err = capture([vpy, "-I", WORKLOADS, "--loop", kind, "--info"], cwd=BENCH_DIR, timeout=60)
@@ -224,7 +326,7 @@ def loop_label(kind, info):
     return f"{kind}: {info['module']} {info['version']} (`{info['loop_type']}`)"
 
 
-def render(args, cases, loops, infos, samples, errors, command, started, ours_rev):
+def render(args, cases, loops, infos, samples, errors, command, started, revs):
     """samples[(case, kind)] -> list of sec/op; errors[(case, kind)] -> list of messages."""
     out = []
     w = out.append
@@ -236,16 +338,21 @@ def render(args, cases, loops, infos, samples, errors, command, started, ours_re
     w(f"- CPU: {cpu_model()}, {os.cpu_count()} logical CPUs, no pinning; "
       f"{platform.system()} {platform.release()}")
     w(f"- Loops: " + "; ".join(loop_label(k, infos.get(k)) for k in loops)
-      + (f"; ours built from {ours_rev}" if "ours" in loops else ""))
+      + built_from(revs, loops))
     mode = "quick (n / 10, 1 timed run per process)" if args.quick else f"{args.repeat} timed runs per process"
     w(f"- {args.rounds} round(s), loops interleaved in rotated order, a fresh process per case and loop, "
       f"warm-up run first; {mode}. Each cell is the median over rounds of the process's median time "
       f"per operation (lower is better). **ours vs best peer** = fastest peer's time / ours "
-      f"(above 1.00x: ours is faster).")
+      f"(above 1.00x: ours is faster)"
+      + (", **ours vs before** = before's time / ours." if {"ours", "before"} <= set(loops) else "."))
     w("")
     header = ["case", *loops]
-    if "ours" in loops and any(p in loops for p in PEERS):
+    with_peer = "ours" in loops and any(p in loops for p in PEERS)
+    with_before = "ours" in loops and "before" in loops
+    if with_peer:
         header.append("ours vs best peer")
+    if with_before:
+        header.append("ours vs before")
     w("| " + " | ".join(header) + " |")
     w("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
 
@@ -257,7 +364,7 @@ def render(args, cases, loops, infos, samples, errors, command, started, ours_re
             notes.append(text)
         return notes.index(text) + 1
 
-    ratios = []
+    ratios, before_ratios = [], []
     for case in cases:
         med = {}
         cells = []
@@ -279,7 +386,7 @@ def render(args, cases, loops, infos, samples, errors, command, started, ours_re
                 msg = errs[0] if errs else "not run"
                 cell = f"n/a [{note(f'{kind} / {case}: {msg}')}]"
             cells.append(cell)
-        if len(header) > len(loops) + 1:
+        if with_peer:
             peer_times = [med[k] for k in PEERS if k in med]
             if "ours" in med and peer_times:
                 r = min(peer_times) / med["ours"]
@@ -287,10 +394,21 @@ def render(args, cases, loops, infos, samples, errors, command, started, ours_re
                 cells.append(f"{r:.2f}x")
             else:
                 cells.append("n/a")
+        if with_before:
+            if "ours" in med and "before" in med:
+                r = med["before"] / med["ours"]
+                before_ratios.append(r)
+                cells.append(f"{r:.2f}x")
+            else:
+                cells.append("n/a")
         w("| " + " | ".join([case, *cells]) + " |")
-    if ratios and len(header) > len(loops) + 1:
-        geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-        w("| " + " | ".join(["geometric mean", *([""] * len(loops)), f"{geo:.2f}x"]) + " |")
+
+    def geomean(rs):
+        return f"{math.exp(sum(math.log(r) for r in rs) / len(rs)):.2f}x" if rs else "n/a"
+
+    if (with_peer and ratios) or (with_before and before_ratios):
+        w("| " + " | ".join(["geometric mean", *([""] * len(loops)), *([geomean(ratios)] if with_peer else []),
+                             *([geomean(before_ratios)] if with_before else [])]) + " |")
     if notes:
         w("")
         for i, text in enumerate(notes, 1):
@@ -316,7 +434,7 @@ def parse_args(argv):
     p.add_argument("--n", type=int, help="operations per timed run for every case (default: per case)")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 round, n / 10, 1 timed run")
     p.add_argument("--cases", default="all", help="comma-separated cases (default: all)")
-    p.add_argument("--loops", default=",".join(LOOPS), help=f"comma-separated subset of {','.join(LOOPS)}")
+    add_loop_options(p)
     p.add_argument("--no-build", action="store_true", help="do not rebuild and reinstall ours")
     p.add_argument("--venvs", default=DEFAULT_VENVS, help="where the virtualenvs live (default bench/.venvs)")
     p.add_argument("--timeout", type=float, default=120, help="seconds allowed per process (default 120)")
@@ -326,7 +444,7 @@ def parse_args(argv):
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.repeat = args.repeat or (1 if args.quick else 5)
     cases = list(CASES) if args.cases == "all" else [c for c in args.cases.split(",") if c]
-    loops = [k for k in args.loops.split(",") if k]
+    loops = [k for k in loops_option(args).split(",") if k]
     bad = [c for c in cases if c not in CASES] + [k for k in loops if k not in LOOPS]
     if bad:
         p.error(f"unknown case or loop: {', '.join(bad)}")
@@ -353,15 +471,14 @@ def main(argv=None):
     venvs = os.path.abspath(args.venvs)
     os.makedirs(venvs, exist_ok=True)
 
-    # set-up: venvs, peers from PyPI, ours built from this repository
+    # set-up: venvs, peers from PyPI, ours built from this repository, before from an earlier commit
     vpys, infos, unavailable = {}, {}, {}
-    ours_rev = "n/a"
+    revs = {}  # the revision ours and before were built from
     for kind in loops:
         vpy = ensure_venv(venvs, kind, args.python, identity)
-        if kind == "ours":
-            ours_rev = setup_ours(vpy, venvs, build=not args.no_build)
-        else:
-            setup_peer(vpy, kind)
+        rev = setup_loop(vpy, venvs, kind, args)
+        if rev:
+            revs[kind] = rev
         vpys[kind] = vpy
         info, error = probe(vpy, kind)
         if info is None:
@@ -392,7 +509,7 @@ def main(argv=None):
                 log(f"[round {rnd + 1}/{args.rounds}] {case:21} {kind:12} {shown}")
     log(f"[done] measured in {time.monotonic() - t_start:.0f}s")
 
-    report = render(args, cases, loops, infos, samples, errors, command, started, ours_rev)
+    report = render(args, cases, loops, infos, samples, errors, command, started, revs)
     sys.stdout.write(report)
     sys.stdout.flush()
     if args.output:

@@ -29,7 +29,8 @@ import threading
 import traceback
 from time import perf_counter
 
-LOOP_KINDS = ("asyncio", "uvloop-0.23", "rloop-0.5", "ours")
+# "before": this project built from an earlier commit (bench/run.py --before-commit), in its own venv
+LOOP_KINDS = ("asyncio", "uvloop-0.23", "rloop-0.5", "before", "ours")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -40,12 +41,12 @@ def loop_factory(kind):
     """Return (factory, info) for a loop kind; checks that the right package was imported."""
     if kind == "asyncio":
         return asyncio.new_event_loop, {"module": "asyncio", "version": platform.python_version()}
-    if kind in ("uvloop-0.23", "ours"):
+    if kind in ("uvloop-0.23", "before", "ours"):
         import uvloop
 
         version = getattr(uvloop, "__version__", "?")
-        is_ours = not version.startswith("0.")
-        if is_ours != (kind == "ours"):
+        is_ours = not version.startswith("0.")  # this project (ours or before), not a PyPI release
+        if is_ours != (kind in ("before", "ours")):
             raise RuntimeError(
                 f"--loop {kind} but the uvloop found is version {version} at {uvloop.__file__}"
             )

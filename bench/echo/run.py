@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Echo benchmark: asyncio, uvloop 0.23, rloop 0.5 and ours as echo servers, plus a native one.
+"""Echo benchmark: asyncio, uvloop 0.23, rloop 0.5 and ours (and before) as echo servers, plus a native one.
 
     python bench/echo/run.py                  # default: 3 rounds, about 11 minutes, builds ours first
     python bench/echo/run.py --quick          # smoke test: 1 round, short windows, about 1.5 minutes
@@ -11,7 +11,8 @@ generator (bench/loadgen, `loadgen`) pinned to another CPU keeps --conns connect
 request/response ping-pong against it: a warm-up, then the measured window. The load generator
 reads the server's CPU time (/proc/PID/stat) at the window's edges. Each cell reports the client's
 requests/s and the server's CPU µs per request, medians over the rounds. The loop order rotates per
-round and per mode. Virtualenvs and the build of ours come from bench/run.py's set-up code. Progress
+round and per mode. Virtualenvs and the builds of ours and before (this project at an earlier commit,
+--before-commit) come from bench/run.py's set-up code. Progress
 goes to stderr; the markdown report goes to stdout (and to --output).
 """
 
@@ -61,6 +62,7 @@ def load_micro():
 micro = load_micro()
 log = micro.log
 LOOPS = (*micro.LOOPS, NATIVE)
+DEFAULT_LOOPS = (*micro.DEFAULT_LOOPS, NATIVE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,17 +89,17 @@ def resolve_python(python):
 def setup_loops(args, loops):
     """Creates or fixes every loop's venv (ours rebuilt unless --no-build).
 
-    Returns (venv interpreters, probe info, unavailable loop -> reason, the revision ours came from).
+    Returns (venv interpreters, probe info, unavailable loop -> reason, the revisions ours and
+    before were built from).
     """
-    vpys, infos, unavailable, ours_rev = {}, {}, {}, "n/a"
+    vpys, infos, unavailable, revs = {}, {}, {}, {}
     for kind in loops:
         if kind == NATIVE:
             continue
         vpy = micro.ensure_venv(args.venvs, kind, args.python, args.identity)
-        if kind == "ours":
-            ours_rev = micro.setup_ours(vpy, args.venvs, build=not args.no_build)
-        else:
-            micro.setup_peer(vpy, kind)
+        rev = micro.setup_loop(vpy, args.venvs, kind, args)
+        if rev:
+            revs[kind] = rev
         vpys[kind] = vpy
         info, error = micro.probe(vpy, kind)
         if info is None:
@@ -106,7 +108,7 @@ def setup_loops(args, loops):
         else:
             infos[kind] = info
             log(f"[venv] {kind}: {info['module']} {info['version']} -> {info['loop_type']}")
-    return vpys, infos, unavailable, ours_rev
+    return vpys, infos, unavailable, revs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -367,12 +369,22 @@ def ratio_cells(med):
     return [f"{ours['rps'] / best_rps:.2f}x", f"{best_us / ours['us']:.2f}x"]
 
 
+def before_cells(med):
+    """'ours vs before', as ratio_cells: ours / before for req/s, before / ours for µs/req."""
+    ours, before = med.get("ours"), med.get("before")
+    if not ours or not before:
+        return ["n/a", "n/a"]
+    return [f"{ours['rps'] / before['rps']:.2f}x", f"{before['us'] / ours['us']:.2f}x"]
+
+
 def render_size(size, args, modes, loops, samples, errors, notes):
     """The markdown table for one message size, and the native line under it."""
     py_loops = [k for k in loops if k != NATIVE]
     with_ratio = "ours" in py_loops and any(p in py_loops for p in micro.PEERS)
+    with_before = "ours" in py_loops and "before" in py_loops
     header = ["mode", *py_loops] + (["ours vs best peer (req/s)", "ours vs best peer (µs/req)"]
-                                    if with_ratio else [])
+                                    if with_ratio else []) + (["ours vs before (req/s)", "ours vs before (µs/req)"]
+                                                              if with_before else [])
     out = [f"### {fmt_size(size)} messages", ""]
     if py_loops:
         out += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
@@ -383,6 +395,8 @@ def render_size(size, args, modes, loops, samples, errors, notes):
                 cells.append(text)
             if with_ratio:
                 cells += ratio_cells(med)
+            if with_before:
+                cells += before_cells(med)
             out.append("| " + " | ".join([mode, *cells]) + " |")
         out.append("")
     if NATIVE in loops:
@@ -391,7 +405,7 @@ def render_size(size, args, modes, loops, samples, errors, notes):
     return out
 
 
-def render(args, sizes, modes, loops, infos, samples, errors, ours_rev):
+def render(args, sizes, modes, loops, infos, samples, errors, revs):
     """The whole markdown report."""
     notes = Notes()
     labels = [micro.loop_label(k, infos.get(k)) for k in loops if k != NATIVE]
@@ -408,7 +422,7 @@ def render(args, sizes, modes, loops, infos, samples, errors, ours_rev):
         f"- Python: {platform.python_implementation()} {args.python_version} (`{args.python}`)",
         f"- CPU: {micro.cpu_model()}, {os.cpu_count()} logical CPUs, {pin}; "
         f"{platform.system()} {platform.release()}",
-        "- Loops: " + "; ".join(labels) + (f"; ours built from {ours_rev}" if "ours" in loops else ""),
+        "- Loops: " + "; ".join(labels) + micro.built_from(revs, loops),
         f"- {args.conns} connections over {transport}, each in request/response ping-pong (write a "
         f"message, read all of it back, repeat); {args.warmup:g} s warm-up, then {args.duration:g} s "
         f"measured; a fresh server per run; {args.rounds} round(s), loop order rotated per round and mode; "
@@ -417,7 +431,8 @@ def render(args, sizes, modes, loops, infos, samples, errors, ours_rev):
         "- Cell: **req/s** completed by the client (higher is better) · **server CPU µs per request** "
         "(user + system from /proc/PID/stat over the window, 10 ms ticks; lower is better), medians over "
         "rounds. **ours vs best peer**: ours / best peer for req/s, best peer / ours for µs/req; above "
-        "1.00x ours is better.",
+        "1.00x ours is better" + ("; **ours vs before** the same against before." if {"ours", "before"} <= set(loops)
+                                  else "."),
         "",
     ]
     for size in sizes:
@@ -452,7 +467,7 @@ def parse_args(argv):
     p.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
     p.add_argument("--sizes", default=",".join(map(str, SIZES)),
                    help="message sizes in bytes (default 1024,10240,102400)")
-    p.add_argument("--loops", default=",".join(LOOPS), help=f"subset of {','.join(LOOPS)}")
+    micro.add_loop_options(p, LOOPS, DEFAULT_LOOPS)
     p.add_argument("--unix", action="store_true", help="Unix sockets instead of TCP (rloop 0.5 has none)")
     p.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to (default 0)")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU loadgen is pinned to (default 1)")
@@ -474,7 +489,7 @@ def parse_args(argv):
         p.error("--rounds, --conns and --duration must be above 0, --warmup and --retries at least 0")
     modes = parse_list(p, args.modes, MODES)
     sizes = parse_list(p, args.sizes, None, int)
-    loops = parse_list(p, args.loops, LOOPS)
+    loops = parse_list(p, micro.loops_option(args, DEFAULT_LOOPS), LOOPS)
     if any(s < 1 for s in sizes):
         p.error("--sizes must be positive")
     if args.no_pin:
@@ -522,7 +537,7 @@ def main(argv=None):
     os.makedirs(args.venvs, exist_ok=True)
 
     build_loadgen()
-    vpys, infos, unavailable, ours_rev = setup_loops(args, loops)
+    vpys, infos, unavailable, revs = setup_loops(args, loops)
     runs = args.rounds * len(schedule(0, sizes, modes, loops))
     log(f"[echo] {runs} runs, about {runs * (args.warmup + args.duration + RUN_OVERHEAD) / 60:.1f} min")
 
@@ -531,7 +546,7 @@ def main(argv=None):
         samples, errors, raw = run_all(args, sizes, modes, loops, vpys, unavailable)
     log(f"[done] measured in {time.monotonic() - t0:.0f}s")
 
-    report = render(args, sizes, modes, loops, infos, samples, errors, ours_rev)
+    report = render(args, sizes, modes, loops, infos, samples, errors, revs)
     sys.stdout.write(report)
     sys.stdout.flush()
     if args.output:

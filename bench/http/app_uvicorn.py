@@ -46,11 +46,11 @@ def check_loop(kind, loop, module):
     have = type(running).__module__
     if have.split(".")[0] != module:
         raise RuntimeError(f"--loop {kind}: the running loop's class comes from {have}, not {module}")
-    if kind == "ours":
+    if kind in ("before", "ours"):
         import uvloop
 
         if uvloop.__version__.startswith("0."):
-            raise RuntimeError(f"--loop ours, but uvloop is version {uvloop.__version__} (a PyPI release)")
+            raise RuntimeError(f"--loop {kind}, but uvloop is version {uvloop.__version__} (a PyPI release)")
 
 
 async def serve(args, loop, module):

@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
-"""HTTP benchmark: asyncio, uvloop 0.23, rloop 0.5 and ours behind two small HTTP servers, under wrk.
+"""HTTP benchmark: asyncio, uvloop 0.23, rloop 0.5 and ours (and before) behind two small HTTP servers, under wrk.
 
-    python bench/http/run.py                  # default: 3 rounds, about 9 minutes, builds ours first
+    python bench/http/run.py                  # default: 3 rounds, about 11 minutes, builds ours first
     python bench/http/run.py --quick          # smoke test: 1 round, 1 s warm-up, 3 s measured
     python bench/http/run.py --no-build --cases uvicorn --loops uvloop-0.23,ours --output http.md
 
 Cases: `httptools`, a keep-alive HTTP/1.1 server on asyncio.Protocol + httptools
 (server_httptools.py); `httptools-pipelined`, the same server with wrk sending 16 pipelined
 requests per write (one wrk thread cannot keep the plain case's server busy on these machines, so
-its req/s mostly measure wrk); and `uvicorn`, a minimal ASGI app served by uvicorn with its
+its req/s mostly measure wrk); `httptools-close`, the same server with wrk sending
+`Connection: close` on every request, so that every request is a new TCP connection (accept, one
+request, close); and `uvicorn`, a minimal ASGI app served by uvicorn with its
 httptools protocol (app_uvicorn.py). For every round, case and loop, a fresh server runs in the loop's
 virtualenv pinned to one CPU (taskset), and `wrk -t1 -c<conns> --latency` pinned to another CPU
 loads it: a warm-up run, then the measured run. The server's CPU time (utime + stime from
 /proc/PID/stat) is read right before and after the measured run. Each cell reports wrk's requests/s
 and the server's CPU µs per request, medians over the rounds; the loop order rotates per round and
-per case. The virtualenvs and the build of ours come from bench/run.py's set-up code; httptools and
+per case. The virtualenvs and the builds of ours and before (this project at an earlier commit,
+--before-commit) come from bench/run.py's set-up code; httptools and
 uvicorn are installed into every venv at pinned versions. Progress goes to stderr; the markdown
 report goes to stdout (and to --output).
 """
@@ -31,6 +34,7 @@ import selectors
 import shlex
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -53,12 +57,17 @@ request = function() return pipelined end
 BENCH_DIR = os.path.dirname(HTTP_DIR)
 ROOT = os.path.dirname(BENCH_DIR)
 
-# case -> (server script, requests wrk sends per write: 1 is plain keep-alive, more is pipelining)
+# case -> (server script, requests wrk sends per write: 1 is plain keep-alive, more is pipelining,
+#          extra request headers wrk sends with -H)
 CASES = {
-    "httptools": ("server_httptools.py", 1),
-    "httptools-pipelined": ("server_httptools.py", PIPELINE_DEPTH),
-    "uvicorn": ("app_uvicorn.py", 1),
+    "httptools": ("server_httptools.py", 1, ()),
+    "httptools-pipelined": ("server_httptools.py", PIPELINE_DEPTH, ()),
+    # a new connection per request: the server answers "Connection: close" and closes; wrk reads the
+    # response and reconnects
+    "httptools-close": ("server_httptools.py", 1, ("Connection: close",)),
+    "uvicorn": ("app_uvicorn.py", 1, ()),
 }
+CLOSE_CHECK_TIMEOUT = 2.0  # seconds the close check waits for the response, then for the server's FIN
 PACKAGES = {"httptools": "0.9.0", "uvicorn": "0.54.0"}  # installed into every loop's venv
 SERVER_START_TIMEOUT = 30  # seconds for a server to print READY
 SATURATED_PCT = 90  # CPU use (%) from which a process counts as saturated
@@ -111,15 +120,15 @@ def resolve_python(python):
 def setup_loops(args, loops):
     """Creates or fixes every loop's venv (ours rebuilt unless --no-build) and installs PACKAGES.
 
-    Returns (venv interpreters, probe info, unavailable loop -> reason, the revision ours came from).
+    Returns (venv interpreters, probe info, unavailable loop -> reason, the revisions ours and
+    before were built from).
     """
-    vpys, infos, unavailable, ours_rev = {}, {}, {}, "n/a"
+    vpys, infos, unavailable, revs = {}, {}, {}, {}
     for kind in loops:
         vpy = micro.ensure_venv(args.venvs, kind, args.python, args.identity)
-        if kind == "ours":
-            ours_rev = micro.setup_ours(vpy, args.venvs, build=not args.no_build)
-        else:
-            micro.setup_peer(vpy, kind)
+        rev = micro.setup_loop(vpy, args.venvs, kind, args)
+        if rev:
+            revs[kind] = rev
         missing = [f"{d}=={v}" for d, v in PACKAGES.items() if micro.dist_version(vpy, d) != v]
         if missing:
             log(f"[venv] {kind}: installing {' '.join(missing)}")
@@ -132,7 +141,7 @@ def setup_loops(args, loops):
         else:
             infos[kind] = info
             log(f"[venv] {kind}: {info['module']} {info['version']} -> {info['loop_type']}")
-    return vpys, infos, unavailable, ours_rev
+    return vpys, infos, unavailable, revs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,10 +238,12 @@ def children_cpu_seconds():
 
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+SOCKET_ERRORS = ("connect", "read", "write", "timeout")  # wrk's "Socket errors:" line, in its order
 
 
 def parse_wrk(text):
-    """requests, requests/s, p50/p99 latency (ms), socket errors and non-2xx count from wrk's output."""
+    """requests, requests/s, p50/p99 latency (ms), socket errors (total and by kind) and non-2xx
+    count from wrk's output."""
     def find(pattern):
         m = re.search(pattern, text, re.MULTILINE)
         if not m:
@@ -245,7 +256,9 @@ def parse_wrk(text):
 
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    by_kind = dict(zip(SOCKET_ERRORS, map(int, errors.groups()))) if errors else dict.fromkeys(SOCKET_ERRORS, 0)
     return {
+        **{f"errors_{kind}": n for kind, n in by_kind.items()},
         "requests": int(find(r"^\s+(\d+) requests in")[1]),
         "rps": float(find(r"^Requests/sec:\s+([\d.]+)")[1]),
         "p50_ms": latency(50),
@@ -255,11 +268,11 @@ def parse_wrk(text):
     }
 
 
-def run_wrk(args, port, seconds, depth):
+def run_wrk(args, port, seconds, depth, headers=()):
     """One pinned wrk run of `seconds` (whole seconds: wrk takes no fractions), `depth` requests
-    per write; returns its stdout."""
+    per write, `headers` added to every request; returns its stdout."""
     cmd = ["taskset", "-c", str(args.client_cpu), "wrk", "-t1", f"-c{args.conns}", f"-d{seconds}s",
-           "--latency", f"http://127.0.0.1:{port}/"]
+           *(x for h in headers for x in ("-H", h)), "--latency", f"http://127.0.0.1:{port}/"]
     with tempfile.TemporaryDirectory() as scratch:
         if depth > 1:
             script = os.path.join(scratch, "pipeline.lua")
@@ -275,6 +288,73 @@ def run_wrk(args, port, seconds, depth):
     return proc.stdout
 
 
+def complete_response(data):
+    """The head of the first HTTP response in `data` if all of it (head and Content-Length body)
+    is there, else None."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+    return head if sep and length and len(body) >= int(length[1]) else None
+
+
+def check_close(port):
+    """Sends one request with `Connection: close` on a fresh connection, as wrk does in the
+    httptools-close case, and reads until the server closes the connection. Raises RuntimeError if
+    no complete "200" response with "Connection: close" comes back within CLOSE_CHECK_TIMEOUT;
+    returns None if the server then closed the connection (EOF) within CLOSE_CHECK_TIMEOUT more, or
+    a note saying it did not."""
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    data, head, eof = b"", None, False
+    with socket.create_connection(("127.0.0.1", port), timeout=CLOSE_CHECK_TIMEOUT) as sock:
+        sock.sendall(request)
+        deadline = time.monotonic() + CLOSE_CHECK_TIMEOUT  # for the response, then for the FIN
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                eof = True  # closed, if abruptly: the response must be complete (checked below)
+                break
+            if not chunk:
+                eof = True
+                break
+            data += chunk
+            if head is None and (head := complete_response(data)) is not None:
+                deadline = time.monotonic() + CLOSE_CHECK_TIMEOUT
+    head = head or complete_response(data)
+    if head is None:
+        raise RuntimeError(f"close check: no complete response to a `Connection: close` request within "
+                           f"{CLOSE_CHECK_TIMEOUT:g}s (got {len(data)} bytes{', then EOF' if eof else ''})")
+    if not head.startswith(b"HTTP/1.1 200") or not re.search(rb"(?im)^connection:\s*close\s*$", head):
+        raise RuntimeError(f"close check: unexpected response to a `Connection: close` request: "
+                           f"{head.splitlines()[0].decode(errors='replace')!r}, without `Connection: close`")
+    if not eof:
+        return (f"the server answered a `Connection: close` request but did not close the connection "
+                f"(no FIN within {CLOSE_CHECK_TIMEOUT:g}s); wrk closes each connection itself once it has "
+                f"read the response, so the run does not stall")
+    return None
+
+
+def open_fds(pid):
+    """How many file descriptors a process holds."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def leftover_fds(pid, baseline, wait=2.0):
+    """How many more fds than `baseline` the process still holds, given up to `wait` seconds to
+    close the connections wrk has just closed."""
+    deadline = time.monotonic() + wait
+    while True:
+        extra = open_fds(pid) - baseline
+        if extra <= 0 or time.monotonic() >= deadline:
+            return max(0, extra)
+        time.sleep(0.05)
+
+
 def died(proc, summary):
     """Why a server exited during a run: its exit status and the gist of its stderr."""
     return f"server exited during the run (exit {proc.returncode}): {summary() or 'no error output'}"
@@ -282,17 +362,20 @@ def died(proc, summary):
 
 def measure(args, case, kind, vpy):
     """A fresh server, a warm-up wrk run, then the measured one; returns (result, None) or (None, error)."""
-    script, depth = CASES[case]
+    script, depth, headers = CASES[case]
     cmd = ["taskset", "-c", str(args.server_cpu), vpy, "-I", os.path.join(HTTP_DIR, script),
            "--loop", kind, "--port", "0"]
     try:
         with server_process(cmd) as (proc, port, summary):
             try:
+                closing = "Connection: close" in headers
+                close_note = check_close(port) if closing else None
+                fds0 = open_fds(proc.pid) if closing else None
                 if args.warmup:
-                    run_wrk(args, port, args.warmup, depth)
+                    run_wrk(args, port, args.warmup, depth, headers)
                 cpu0, wrk0, ticks0, t0 = (cpu_seconds(proc.pid), children_cpu_seconds(),
                                           cpu_ticks(args.server_cpu), time.monotonic())
-                out = run_wrk(args, port, args.duration, depth)
+                out = run_wrk(args, port, args.duration, depth, headers)
                 cpu1, wrk1, ticks1, t1 = (cpu_seconds(proc.pid), children_cpu_seconds(),
                                           cpu_ticks(args.server_cpu), time.monotonic())
             except (RuntimeError, OSError) as e:
@@ -303,6 +386,9 @@ def measure(args, case, kind, vpy):
             if proc.poll() is not None:
                 raise RuntimeError(died(proc, summary))
             result = parse_wrk(out)
+            result["close_note"] = close_note
+            # connections the server never closed (every one is closed by wrk by now)
+            result["leaked_fds"] = leftover_fds(proc.pid, fds0) if closing else 0
     except RuntimeError as e:
         return None, str(e) or "failed"
     except OSError as e:
@@ -337,8 +423,11 @@ def fmt_ms(ms):
 def medians(samples):
     """Median of every number over a cell's samples."""
     keys = ("rps", "server_us_per_req", "server_cpu_pct", "wrk_cpu_pct", "server_cpu_busy_pct", "p50_ms", "p99_ms",
-            "socket_errors")
-    return {k: statistics.median(s[k] for s in samples) for k in keys}
+            "socket_errors", *(f"errors_{kind}" for kind in SOCKET_ERRORS))
+    m = {k: statistics.median(s[k] for s in samples) for k in keys}
+    m["close_note"] = next((s["close_note"] for s in samples if s.get("close_note")), None)
+    m["leaked_fds"] = statistics.median(s.get("leaked_fds", 0) for s in samples)
+    return m
 
 
 class Notes:
@@ -365,8 +454,15 @@ def main_cell(case, kind, args, samples, errors, notes):
     if errs:
         text += " " + notes.ref(f"{kind} / {case}: failed in {len(errs)} of {args.rounds} rounds: {errs[0]}")
     if m["socket_errors"]:
+        by_kind = ", ".join(f"{k} {m[f'errors_{k}']:.0f}" for k in SOCKET_ERRORS)
         text += " " + notes.ref(f"{kind} / {case}: wrk reported socket errors (median "
-                                f"{m['socket_errors']:.0f} per run)")
+                                f"{m['socket_errors']:.0f} per run; by kind: {by_kind})")
+    if m["close_note"]:
+        text += " " + notes.ref(f"{kind} / {case}: {m['close_note']}")
+    if m["leaked_fds"]:
+        text += " " + notes.ref(f"{kind} / {case}: 2 s after the measured run the server still held "
+                                f"{m['leaked_fds']:.0f} more file descriptors than before the warm-up "
+                                f"(median per run): connections it never closed")
     if m["wrk_cpu_pct"] >= SATURATED_PCT:
         text += " " + notes.ref(f"wrk used {SATURATED_PCT}% or more of its CPU: req/s is limited by the client "
                                 f"too; compare µs/req")
@@ -399,22 +495,32 @@ def ratio_cells(med):
     return [f"{ours['rps'] / best_rps:.2f}x", f"{best_us / ours['server_us_per_req']:.2f}x"]
 
 
+def before_cells(med):
+    """'ours vs before', as ratio_cells: ours / before for req/s, before / ours for µs/req."""
+    ours, before = med.get("ours"), med.get("before")
+    if not ours or not before:
+        return ["n/a", "n/a"]
+    return [f"{ours['rps'] / before['rps']:.2f}x", f"{before['server_us_per_req'] / ours['server_us_per_req']:.2f}x"]
+
+
 def table(header, rows):
     return ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
-def render(args, cases, loops, infos, samples, errors, ours_rev):
+def render(args, cases, loops, infos, samples, errors, revs):
     """The whole markdown report."""
     notes = Notes()
     with_ratio = "ours" in loops and any(p in loops for p in micro.PEERS)
+    with_before = "ours" in loops and "before" in loops
     main_rows, latency_rows = [], []
     for case in cases:
         cells, med = [], {}
         for kind in loops:
             text, med[kind] = main_cell(case, kind, args, samples, errors, notes)
             cells.append(text)
-        main_rows.append([case, *cells, *(ratio_cells(med) if with_ratio else [])])
+        main_rows.append([case, *cells, *(ratio_cells(med) if with_ratio else []),
+                          *(before_cells(med) if with_before else [])])
         latency_rows.append([case, *(detail_cell(med[k]) for k in loops)])
     packages = ", ".join(f"{d} {v}" for d, v in PACKAGES.items())
     out = [
@@ -428,10 +534,13 @@ def render(args, cases, loops, infos, samples, errors, ours_rev):
         f"- Client: {args.wrk_version}: `wrk -t1 -c{args.conns} -d{args.duration}s --latency`, "
         f"after a {args.warmup} s warm-up run on the same server",
         "- Loops: " + "; ".join(micro.loop_label(k, infos.get(k)) for k in loops)
-        + (f"; ours built from {ours_rev}" if "ours" in loops else ""),
+        + micro.built_from(revs, loops),
         f"- Servers (bench/http/): `httptools`: asyncio.Protocol + httptools parser, fixed "
         f"response with a 13-byte body, keep-alive; `httptools-pipelined`: the same server, wrk sending "
-        f"{PIPELINE_DEPTH} requests per write (`-s` with a Lua script); "
+        f"{PIPELINE_DEPTH} requests per write (`-s` with a Lua script); `httptools-close`: the same server, "
+        f"wrk sending `Connection: close` with every request (`-H`), so every request is a new connection "
+        f"that the server closes after its response (req/s = connections/s, µs/req = server CPU per "
+        f"connection; wrk's latency runs from the request's write, without the connect); "
         f"`uvicorn`: minimal ASGI app under uvicorn (http=httptools, no access "
         f"log) on the loop under test. Packages in every venv: {packages}.",
         f"- A fresh server per run; {args.rounds} round(s), loop order rotated per round and case. "
@@ -439,10 +548,11 @@ def render(args, cases, loops, infos, samples, errors, ours_rev):
         f"from /proc/PID/stat over the measured run, {1000 // os.sysconf('SC_CLK_TCK')} ms ticks; lower is "
         "better), medians over rounds. "
         "**ours vs best peer**: ours / best peer for req/s, best peer / ours for µs/req; above 1.00x "
-        "ours is better.",
+        "ours is better" + ("; **ours vs before** the same against before." if with_before else "."),
         "",
         *table(["case", *loops, *(["ours vs best peer (req/s)", "ours vs best peer (µs/req)"]
-                                  if with_ratio else [])], main_rows),
+                                  if with_ratio else []),
+                *(["ours vs before (req/s)", "ours vs before (µs/req)"] if with_before else [])], main_rows),
         "",
         "Latency p50 / p99 (wrk) · CPU use of the server / of wrk over the measured run, medians over rounds:",
         "",
@@ -473,7 +583,7 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, help="warm-up seconds per run, 0 for none (default 2; 1 with --quick)")
     p.add_argument("--conns", type=int, default=50, help="wrk connections (default 50)")
     p.add_argument("--cases", default=",".join(CASES), help=f"subset of {','.join(CASES)}")
-    p.add_argument("--loops", default=",".join(micro.LOOPS), help=f"subset of {','.join(micro.LOOPS)}")
+    micro.add_loop_options(p)
     p.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to (default 0)")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU wrk is pinned to (default 1)")
     p.add_argument("--no-build", action="store_true", help="do not rebuild and reinstall ours")
@@ -491,7 +601,7 @@ def parse_args(argv):
     if args.server_cpu not in usable or args.client_cpu not in usable or args.server_cpu == args.client_cpu:
         p.error(f"--server-cpu and --client-cpu must be two different CPUs of {sorted(usable)}")
     args.venvs = os.path.abspath(args.venvs)
-    return args, parse_list(p, args.cases, list(CASES)), parse_list(p, args.loops, micro.LOOPS)
+    return args, parse_list(p, args.cases, list(CASES)), parse_list(p, micro.loops_option(args), micro.LOOPS)
 
 
 def run_all(args, cases, loops, vpys, unavailable):
@@ -515,7 +625,7 @@ def run_all(args, cases, loops, vpys, unavailable):
                 else:
                     errors.setdefault((case, kind), []).append(error)
                     shown = "FAILED: " + error
-                log(f"[{done}/{total}] round {rnd + 1} {case:9} {kind:12} {shown}")
+                log(f"[{done}/{total}] round {rnd + 1} {case:19} {kind:12} {shown}")
     return samples, errors
 
 
@@ -529,7 +639,7 @@ def main(argv=None):
     os.makedirs(args.venvs, exist_ok=True)
 
     args.wrk_version = ensure_wrk()
-    vpys, infos, unavailable, ours_rev = setup_loops(args, loops)
+    vpys, infos, unavailable, revs = setup_loops(args, loops)
     runs = args.rounds * len(cases) * len(loops)
     log(f"[http] {runs} runs, about {runs * (args.warmup + args.duration + RUN_OVERHEAD) / 60:.1f} min")
 
@@ -537,7 +647,7 @@ def main(argv=None):
     samples, errors = run_all(args, cases, loops, vpys, unavailable)
     log(f"[done] measured in {time.monotonic() - t0:.0f}s")
 
-    report = render(args, cases, loops, infos, samples, errors, ours_rev)
+    report = render(args, cases, loops, infos, samples, errors, revs)
     sys.stdout.write(report)
     sys.stdout.flush()
     if args.output:
