@@ -18,7 +18,12 @@ fn uvloop_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     loop_::install_fast_methods(module.py())?;
     module.add_class::<handles::Handle>()?;
     module.add_class::<handles::TimerHandle>()?;
-    module.add_class::<transports::StreamTransport>()?;
+    module.add_class::<transports::StreamCore>()?;
+    module.add_function(wrap_pyfunction!(transports::open_socket_transport, module)?)?;
+    module.add_function(wrap_pyfunction!(
+        transports::install_socket_transport,
+        module
+    )?)?;
     module.add_class::<transports::SockOp>()?;
     module.add_class::<transports::DatagramCore>()?;
     module.add_class::<transports::PipeReader>()?;

@@ -52,6 +52,27 @@ python_object!(
     "uvloop._native_support",
     "check_callback"
 );
+python_object!(
+    support_report_protocol_callback_error,
+    "uvloop._native_support",
+    "report_protocol_callback_error"
+);
+python_object!(
+    support_server_attach,
+    "uvloop._native_support",
+    "server_attach"
+);
+python_object!(
+    support_server_detach,
+    "uvloop._native_support",
+    "server_detach"
+);
+python_object!(
+    support_socket_for_fd,
+    "uvloop._native_support",
+    "socket_for_fd"
+);
+python_object!(transport_socket_type, "asyncio.trsock", "TransportSocket");
 
 /// `asyncio.log.logger.warning(message)`.
 pub fn log_warning(py: Python<'_>, message: &str) -> PyResult<()> {
@@ -78,6 +99,55 @@ pub fn report_callback_error(
 ) -> PyResult<()> {
     support_report_callback_error(py)?.call1((handle, callback, args, err.into_value(py)))?;
     Ok(())
+}
+
+/// A protocol callback the transport called on the loop's behalf raised: asyncio's "Exception in
+/// callback ..." report, as if it had been a scheduled handle.
+pub fn report_protocol_callback_error(
+    py: Python<'_>,
+    event_loop: &Bound<'_, PyAny>,
+    callback: &Bound<'_, PyAny>,
+    err: PyErr,
+) -> PyResult<()> {
+    support_report_protocol_callback_error(py)?.call1((
+        event_loop,
+        callback,
+        err.into_value(py),
+    ))?;
+    Ok(())
+}
+
+/// `server._attach(transport)` (or `server._attach()` before 3.13).
+pub fn server_attach(
+    py: Python<'_>,
+    server: &Bound<'_, PyAny>,
+    transport: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    support_server_attach(py)?.call1((server, transport))?;
+    Ok(())
+}
+
+/// `server._detach(transport)` (or `server._detach()` before 3.13).
+pub fn server_detach(
+    py: Python<'_>,
+    server: &Bound<'_, PyAny>,
+    transport: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    support_server_detach(py)?.call1((server, transport))?;
+    Ok(())
+}
+
+/// A socket object for a descriptor libuv owns (detached before libuv closes it).
+pub fn socket_for_fd(py: Python<'_>, fd: std::os::raw::c_int, _tcp: bool) -> PyResult<Py<PyAny>> {
+    Ok(support_socket_for_fd(py)?.call1((fd,))?.unbind())
+}
+
+/// `asyncio.trsock.TransportSocket(sock)`.
+pub fn transport_socket<'py>(
+    py: Python<'py>,
+    sock: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    transport_socket_type(py)?.call1((sock,))
 }
 
 /// Logs asyncio's debug-mode "Executing <handle> took N seconds" warning.

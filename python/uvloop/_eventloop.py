@@ -16,7 +16,16 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, coroutines, events, log, selector_events, sslproto, unix_events
+from asyncio import (
+    base_events,
+    coroutines,
+    events,
+    futures,
+    log,
+    selector_events,
+    sslproto,
+    unix_events,
+)
 
 from . import _subprocess, _transports
 from . import loop as _native
@@ -143,8 +152,10 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
                 fileno = int(fileno.fileno())
             except (AttributeError, TypeError, ValueError):
                 raise ValueError(f"Invalid file object: {fd!r}") from None
-        ref = self._transports.data.get(fileno)
-        transport = None if ref is None else ref()
+        transport = self._transport_of(fileno)
+        if transport is None:
+            ref = self._transports.data.get(fileno)
+            transport = None if ref is None else ref()
         if transport is not None and not transport.is_closing():
             raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
 
@@ -164,6 +175,19 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         except OSError as exc:
             log.logger.error("Unable to clean up listening UNIX socket %r: %r", path, exc)
 
+    async def _sendfile_native(self, transp, file, offset, count):
+        """sendfile on a stream transport: os.sendfile on its socket (as asyncio does), reading
+        paused and writes refused meanwhile."""
+        resume_reading = transp.is_reading()
+        transp.pause_reading()
+        await transp._make_empty_waiter()
+        try:
+            return await self.sock_sendfile(transp._sock, file, offset, count, fallback=False)
+        finally:
+            transp._reset_empty_waiter()
+            if resume_reading:
+                transp.resume_reading()
+
     async def _make_subprocess_transport(
         self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
     ):
@@ -181,7 +205,10 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
-        return _transports.SocketTransport(self, sock, protocol, waiter, extra, server)
+        transport = _native.open_socket_transport(self, sock, protocol, extra, server)
+        if waiter is not None:
+            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        return transport
 
     def _make_ssl_transport(
         self,
@@ -202,7 +229,7 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         ssl_protocol = sslproto.SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
         )
-        _transports.SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        _native.open_socket_transport(self, rawsock, ssl_protocol, extra, server)
         return ssl_protocol._app_transport
 
     # asyncio's own implementations: they only use attributes this class provides.
@@ -464,7 +491,7 @@ _BORROWED = (
     "sock_recvfrom", "_sock_recvfrom", "sock_recvfrom_into", "_sock_recvfrom_into",
     "sock_sendto", "_sock_sendto", "sock_connect", "_sock_connect",
     "_sock_connect_cb", "sock_accept", "_sock_accept", "_sock_read_done", "_sock_write_done",
-    "sendfile", "_sendfile_native", "_sendfile_fallback", "sock_sendfile",
+    "sendfile", "_sendfile_fallback", "sock_sendfile",
     "_sock_sendfile_native", "_sock_sendfile_native_impl", "_sock_sendfile_update_filepos",
     "_sock_sendfile_fallback", "_check_sendfile_params", "_sock_add_cancellation_callback",
 )

@@ -4,6 +4,8 @@ They run once per error or per debug-mode handle, never per callback, so they st
 and reuse asyncio's own formatting to produce the same messages and log records.
 """
 
+import inspect
+import socket
 import sys
 from asyncio import base_events, format_helpers, log
 
@@ -61,3 +63,36 @@ def warn_slow_callback(handle, seconds):
 
 def check_callback(callback, method):
     base_events.BaseEventLoop._check_callback(None, callback, method)
+
+
+def report_protocol_callback_error(loop, callback, exc):
+    """A protocol callback run by a native transport raised: what asyncio's Handle._run reports."""
+    if _FORMAT_TAKES_DEBUG:
+        source = format_helpers._format_callback_source(callback, (), debug=loop.get_debug())
+    else:
+        source = format_helpers._format_callback_source(callback, ())
+    loop.call_exception_handler({"message": f"Exception in callback {source}", "exception": exc})
+
+
+# Server._attach()/_detach() take the transport from 3.13 on (for close_clients()).
+_SERVER_TRACKS_TRANSPORTS = len(inspect.signature(base_events.Server._detach).parameters) > 1
+
+
+def server_attach(server, transport):
+    if _SERVER_TRACKS_TRANSPORTS:
+        server._attach(transport)
+    else:
+        server._attach()
+
+
+def server_detach(server, transport):
+    if _SERVER_TRACKS_TRANSPORTS:
+        server._detach(transport)
+    else:
+        server._detach()
+
+
+def socket_for_fd(fd):
+    """A socket object for a descriptor libuv owns (the transport detaches it before libuv
+    closes the descriptor)."""
+    return socket.socket(fileno=fd)

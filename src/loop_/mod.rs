@@ -9,7 +9,7 @@ mod run;
 mod selector;
 mod timer_heap;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::os::raw::c_int;
 
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError, PyValueError};
@@ -22,7 +22,7 @@ use crate::clock;
 use crate::gil::{GilCell, GilRefCell};
 use crate::handles::{self, Handle, TimerHandle};
 use crate::python;
-use crate::transports::{IoTarget, SockOp};
+use crate::transports::{SockOp, StreamCore, StreamEvent};
 use crate::uv::async_handle::Wakeup;
 use crate::uv::error::os_error;
 use crate::uv::event_loop::UvLoop;
@@ -30,15 +30,18 @@ use crate::uv::poll::ReadablePoll;
 use crate::uv::prepare::GilHandOff;
 use crate::uv::timer::Timer;
 
+pub use run::panic_to_pyerr;
 use selector::{Interest, Selector, Side};
 pub use selector::{READABLE, WRITABLE};
 
 /// An entry of the ready queue.
 pub enum Ready {
     Call(Py<Handle>),
-    /// A native transport's fd is ready for these interests (asyncio would queue its
-    /// `_read_ready`/`_write_ready` handles here).
-    Io(IoTarget, Interest),
+    /// A sock_* operation's fd is ready (asyncio would queue its reader/writer handle here).
+    SockOp(Py<SockOp>),
+    /// Something for a stream transport (asyncio would queue its reader/writer handle, or a
+    /// `call_soon` of the transport, here).
+    Stream(Py<StreamCore>, StreamEvent),
 }
 use timer_heap::TimerHeap;
 
@@ -93,8 +96,9 @@ pub struct Loop {
     clock_read_every: GilCell<u32>,
     /// When the clock was last read for the busy-poll check.
     last_clock_read: GilCell<f64>,
-    /// The epoll set of watched fds, sock_* operations and native transports. None once the loop
-    /// is closed.
+    /// Open stream transports by fd.
+    transports: GilRefCell<HashMap<c_int, Py<StreamCore>>>,
+    /// The epoll set of watched fds and sock_* operations. None once the loop is closed.
     selector: GilRefCell<Option<Selector>>,
     /// None once the loop is closed.
     internal: GilRefCell<Option<InternalHandles>>,
@@ -235,26 +239,38 @@ impl Loop {
         drop(removed);
     }
 
-    /// Sets what a native transport or socket operation waits for on its fd; the previous
-    /// registration (if the interest drops to nothing) is released outside the borrow.
-    pub fn set_stream_interest(
-        &self,
-        py: Python<'_>,
-        fd: c_int,
-        stream: &IoTarget,
-        interest: Interest,
-    ) -> PyResult<()> {
-        if interest != 0 {
-            self.check_closed(py)?;
-        }
-        let removed = match self.selector.borrow_mut(py).as_mut() {
-            Some(selector) => selector
-                .set_stream(fd, stream, interest, py)
-                .map_err(os_error)?,
-            None => None,
+    pub fn push_ready(&self, py: Python<'_>, entry: Ready) {
+        self.ready.borrow_mut(py).push_back(entry);
+    }
+
+    pub fn uv(&self) -> &UvLoop {
+        &self.uv
+    }
+
+    /// RuntimeError("Event loop is closed") on a closed loop.
+    pub fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_closed(py)
+    }
+
+    /// Notes which transport owns `fd` (add_reader and sock_* refuse it, as asyncio does).
+    pub fn remember_transport(&self, py: Python<'_>, fd: c_int, core: &Bound<'_, StreamCore>) {
+        let old = self
+            .transports
+            .borrow_mut(py)
+            .insert(fd, core.clone().unbind());
+        drop(old);
+    }
+
+    /// `core` let go of `fd` (unless another transport took it since).
+    pub fn forget_transport(&self, py: Python<'_>, fd: c_int, core: &Bound<'_, StreamCore>) {
+        let removed = {
+            let mut transports = self.transports.borrow_mut(py);
+            match transports.get(&fd) {
+                Some(owner) if owner.as_ptr() == core.as_ptr() => transports.remove(&fd),
+                _ => None,
+            }
         };
         drop(removed);
-        Ok(())
     }
 
     fn wake(&self, py: Python<'_>) {
@@ -432,6 +448,7 @@ impl Loop {
             busy_iterations: GilCell::new(0),
             clock_read_every: GilCell::new(1),
             last_clock_read: GilCell::new(0.0),
+            transports: GilRefCell::new(HashMap::new()),
             selector: GilRefCell::new(Some(selector)),
             internal: GilRefCell::new(Some(internal)),
             uv,
@@ -703,6 +720,11 @@ impl Loop {
         self.uv.open_handles().saturating_sub(own)
     }
 
+    /// Whether `close()` closed every libuv handle before closing the libuv loop (tests check it).
+    fn _closed_cleanly(&self) -> bool {
+        self.uv.closed_cleanly()
+    }
+
     /// The native half of `close()`: drops queued work and releases every libuv resource.
     fn _close(&self, py: Python<'_>) {
         if self.closed.get(py) {
@@ -759,6 +781,21 @@ impl Loop {
         Self::remove_watcher(slf, fd, Side::Writer)
     }
 
+    /// The stream transport that owns `fd`, if any (none while sendfile writes on it).
+    fn _transport_of(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
+        // Any int: a number no fd can have is simply not a transport's.
+        let fd: c_int = fd.extract().ok()?;
+        let core = self
+            .transports
+            .borrow(py)
+            .get(&fd)
+            .map(|c| c.clone_ref(py))?;
+        if core.get().sendfile_in_progress(py) {
+            return None;
+        }
+        core.get().transport(py)
+    }
+
     /// The selectors.EVENT_* mask watched on `fd` (0 when none), for the selector view that
     /// asyncio's transports consult in their repr.
     fn _watched_events(&self, py: Python<'_>, fd: c_int) -> u32 {
@@ -775,7 +812,11 @@ impl Loop {
             for entry in ready.iter() {
                 match entry {
                     Ready::Call(handle) => handles::visit_owned(py, handle.bind(py), &visit)?,
-                    Ready::Io(target, _) => target.visit(&visit)?,
+                    Ready::SockOp(op) => visit.call(op)?,
+                    Ready::Stream(core, event) => {
+                        visit.call(core)?;
+                        StreamCore::visit_event(event, &visit)?;
+                    }
                 }
             }
         }
@@ -792,12 +833,14 @@ impl Loop {
                 for fileobj in selector.fileobjs() {
                     visit.call(fileobj)?;
                 }
-                for target in selector.streams() {
-                    target.visit(&visit)?;
-                }
                 for op in selector.sock_ops() {
                     visit.call(op)?;
                 }
+            }
+        }
+        if let Some(transports) = self.transports.try_borrow(py) {
+            for core in transports.values() {
+                visit.call(core)?;
             }
         }
         for cell in [&self.task_factory] {

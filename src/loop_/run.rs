@@ -14,6 +14,7 @@ use super::{selector, Loop, Ready};
 use crate::clock;
 use crate::handles::{self, Handle, Outcome};
 use crate::python;
+use crate::transports::{SockOp, StreamCore};
 use crate::uv::event_loop::{RUN_NOWAIT, RUN_ONCE};
 
 /// While callbacks keep the ready queue busy, libuv is asked for I/O at most this often; each
@@ -245,7 +246,8 @@ fn run_ready(slf: &Bound<'_, Loop>) -> PyResult<()> {
         };
         let outcome = match entry {
             Ready::Call(handle) => run_handle(this, handle.into_bound(py)),
-            Ready::Io(target, interest) => target.on_ready(py, interest),
+            Ready::SockOp(op) => SockOp::on_ready(op.bind(py)),
+            Ready::Stream(core, event) => StreamCore::run_event(core.bind(py), event),
         };
         if let Outcome::Escape(err) = outcome {
             return Err(err);
@@ -293,12 +295,7 @@ fn queue_io(this: &Loop, py: Python<'_>, found: selector::Collected) {
     {
         let mut ready = this.ready.borrow_mut(py);
         ready.extend(found.handles.into_iter().map(Ready::Call));
-        ready.extend(
-            found
-                .streams
-                .into_iter()
-                .map(|(stream, interest)| Ready::Io(stream, interest)),
-        );
+        ready.extend(found.sock_ops.into_iter().map(Ready::SockOp));
     }
     for (fd, side) in found.cancelled {
         let removed = match this.selector.borrow_mut(py).as_mut() {
@@ -391,7 +388,8 @@ pub fn drop_queued(this: &Loop, py: Python<'_>) {
     for entry in ready {
         match entry {
             Ready::Call(handle) => handles::release(handle),
-            Ready::Io(target, _) => drop(target),
+            Ready::SockOp(op) => drop(op),
+            Ready::Stream(core, event) => drop((core, event)),
         }
     }
     let timers: Vec<_> = this
@@ -407,9 +405,12 @@ pub fn drop_queued(this: &Loop, py: Python<'_>) {
     }
 }
 
-/// `close()`: drops queued work and the fd watchers, closes every libuv handle and the loop.
+/// `close()`: drops queued work and the fd watchers, closes every libuv handle (those of open
+/// transports and servers through their owners) and the loop.
 pub fn release_all(this: &Loop, py: Python<'_>) {
     drop_queued(this, py);
+    this.uv.close_owned_handles(py);
+    drop(this.transports.take(py));
     if let Some(mut selector) = this.selector.take(py) {
         let drained = selector.drain();
         drop(drained);

@@ -9,8 +9,9 @@
 //! the way asyncio's `EpollSelector` reports it (an error or hang-up wakes both the reader and the
 //! writer).
 //!
-//! Native transports register here too, without Handle objects: their readiness goes to the
-//! ready queue as a `Ready::Io` entry, in the place asyncio would put their reader/writer handle.
+//! sock_* operations register here too, without Handle objects: their readiness goes to the
+//! ready queue as a `Ready::SockOp` entry, in the place asyncio would put their reader/writer
+//! handle.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,7 +20,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use pyo3::prelude::*;
 
 use crate::handles::Handle;
-use crate::transports::{IoTarget, SockOp};
+use crate::transports::SockOp;
 
 /// One watched fd, like a `selectors.SelectorKey` with `(reader, writer)` as data.
 struct Key {
@@ -48,7 +49,7 @@ impl Key {
 /// A watched fd's reader, writer and file object, as `Selector::drain` hands them back.
 pub type DrainedKey = (Option<Py<Handle>>, Option<Py<Handle>>, Py<PyAny>);
 
-/// Readiness of a native transport's fd: `READABLE` and/or `WRITABLE`.
+/// What a sock_* operation waits for on its fd: `READABLE` or `WRITABLE`.
 pub type Interest = u32;
 pub const READABLE: Interest = 1;
 pub const WRITABLE: Interest = 2;
@@ -56,8 +57,6 @@ pub const WRITABLE: Interest = 2;
 pub struct Selector {
     epoll: OwnedFd,
     keys: HashMap<RawFd, Key>,
-    /// Native transports with the interest each registered (never 0: such entries are removed).
-    streams: HashMap<RawFd, (IoTarget, Interest)>,
     /// sock_* operations (a reading and a writing one per fd), registered one-shot: each wait
     /// re-arms the fd with one epoll_ctl, and an fd stays in the set (disarmed) between
     /// operations instead of leaving and rejoining it.
@@ -92,7 +91,7 @@ impl SockSlots {
 #[derive(Default)]
 pub struct Collected {
     pub handles: Vec<Py<Handle>>,
-    pub streams: Vec<(IoTarget, Interest)>,
+    pub sock_ops: Vec<Py<SockOp>>,
     pub cancelled: Vec<(RawFd, Side)>,
 }
 
@@ -114,7 +113,6 @@ impl Selector {
             // SAFETY: `fd` is a freshly created descriptor owned by nobody else.
             epoll: unsafe { OwnedFd::from_raw_fd(fd) },
             keys: HashMap::new(),
-            streams: HashMap::new(),
             sock_ops: HashMap::new(),
             events: Vec::new(),
             narrowed: Vec::new(),
@@ -137,11 +135,6 @@ impl Selector {
             .iter()
             .map(|(fd, key)| (*fd, key.epoll_events()))
             .collect();
-        let streams: Vec<(RawFd, Interest)> = self
-            .streams
-            .iter()
-            .map(|(fd, (_, interest))| (*fd, *interest))
-            .collect();
         // An fd closed since it was registered is simply not watched any more, as the kernel
         // would have dropped it from the old set.
         for (fd, events) in keys {
@@ -149,9 +142,6 @@ impl Selector {
             if let Some(key) = self.keys.get_mut(&fd) {
                 key.registered = events;
             }
-        }
-        for (fd, interest) in streams {
-            let _ = self.ctl(libc::EPOLL_CTL_ADD, fd, stream_events(interest));
         }
         // Waiting sock operations are armed again in the new set; idle fds rejoin on use.
         self.sock_ops.retain(|_, slots| slots.interest() != 0);
@@ -161,7 +151,7 @@ impl Selector {
             .map(|(fd, slots)| (*fd, slots.interest()))
             .collect();
         for (fd, interest) in waiting {
-            let events = stream_events(interest) | libc::EPOLLONESHOT as u32;
+            let events = interest_events(interest) | libc::EPOLLONESHOT as u32;
             let _ = self.ctl(libc::EPOLL_CTL_ADD, fd, events);
         }
         Ok(())
@@ -172,7 +162,7 @@ impl Selector {
         self.apply_narrowed();
         let mut events = std::mem::take(&mut self.events);
         events.clear();
-        let capacity = (self.keys.len() + self.streams.len() + self.sock_ops.len()).max(1);
+        let capacity = (self.keys.len() + self.sock_ops.len()).max(1);
         events.reserve(capacity);
         // SAFETY: the buffer has room for `capacity` events; epoll_wait writes at most that many
         // and returns how many it wrote.
@@ -310,17 +300,7 @@ impl Selector {
                 // One-shot: the fd is disarmed now, so every waiting operation retries (and
                 // re-arms if it still cannot proceed).
                 for op in slots.ops() {
-                    found
-                        .streams
-                        .push((IoTarget::Sock(op.clone_ref(py)), READABLE | WRITABLE));
-                }
-                continue;
-            }
-            if let Some((stream, interest)) = self.streams.get(&fd) {
-                let ready = interest
-                    & (if readable { READABLE } else { 0 } | if writable { WRITABLE } else { 0 });
-                if ready != 0 {
-                    found.streams.push((stream.clone_ref(py), ready));
+                    found.sock_ops.push(op.clone_ref(py));
                 }
                 continue;
             }
@@ -344,51 +324,6 @@ impl Selector {
         found
     }
 
-    /// Sets what a native transport waits for on `fd` (0: nothing, and the fd leaves the set);
-    /// returns the registration it replaces, to be dropped outside any borrow.
-    pub fn set_stream(
-        &mut self,
-        fd: RawFd,
-        stream: &IoTarget,
-        interest: Interest,
-        py: Python<'_>,
-    ) -> io::Result<Option<IoTarget>> {
-        if interest == 0 {
-            // Only its own registration: another target may have replaced it on the same fd.
-            if !self
-                .streams
-                .get(&fd)
-                .is_some_and(|(current, _)| current.is(stream))
-            {
-                return Ok(None);
-            }
-            let removed = self.streams.remove(&fd).map(|(old, _)| old);
-            // The fd may already be closed (then the kernel dropped it): ignored.
-            let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
-            return Ok(removed);
-        }
-        match self.streams.get(&fd).map(|(_, current)| *current) {
-            Some(current) => {
-                if current != interest {
-                    self.ctl(libc::EPOLL_CTL_MOD, fd, stream_events(interest))?;
-                }
-                // A new target replaces the old one, as a new reader replaces asyncio's.
-                if let Some(entry) = self.streams.get_mut(&fd) {
-                    let old = std::mem::replace(entry, (stream.clone_ref(py), interest));
-                    if !old.0.is(stream) {
-                        return Ok(Some(old.0));
-                    }
-                }
-            }
-            None => {
-                self.evict_sock_op(fd);
-                self.ctl(libc::EPOLL_CTL_ADD, fd, stream_events(interest))?;
-                self.streams.insert(fd, (stream.clone_ref(py), interest));
-            }
-        }
-        Ok(None)
-    }
-
     /// Arms `fd` once for `op`, waiting for `interest` (READABLE or WRITABLE) together with the
     /// fd's other waiting operation; returns an operation of the same side it replaces.
     pub fn arm_sock_op(
@@ -398,7 +333,7 @@ impl Selector {
         interest: Interest,
         py: Python<'_>,
     ) -> io::Result<Option<Py<SockOp>>> {
-        if self.keys.contains_key(&fd) || self.streams.contains_key(&fd) {
+        if self.keys.contains_key(&fd) {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
         let known = self.sock_ops.contains_key(&fd);
@@ -409,7 +344,7 @@ impl Selector {
             &mut slots.writer
         };
         let replaced = side.replace(op.clone_ref(py));
-        let events = stream_events(slots.interest()) | libc::EPOLLONESHOT as u32;
+        let events = interest_events(slots.interest()) | libc::EPOLLONESHOT as u32;
         let armed = if known {
             // Still registered, unless the fd was closed (and maybe reused) since.
             match self.ctl(libc::EPOLL_CTL_MOD, fd, events) {
@@ -452,22 +387,18 @@ impl Selector {
     }
 
     /// Empties the set, handing back every handle and file object for dropping outside a borrow.
-    pub fn drain(&mut self) -> (Vec<DrainedKey>, Vec<IoTarget>) {
+    pub fn drain(&mut self) -> (Vec<DrainedKey>, Vec<Py<SockOp>>) {
         let keys = self
             .keys
             .drain()
             .map(|(_, key)| (key.reader, key.writer, key.fileobj))
             .collect();
-        let streams = self
-            .streams
+        let ops = self
+            .sock_ops
             .drain()
-            .map(|(_, (stream, _))| stream)
+            .flat_map(|(_, slots)| slots.reader.into_iter().chain(slots.writer))
             .collect();
-        (keys, streams)
-    }
-
-    pub fn streams(&self) -> impl Iterator<Item = &IoTarget> {
-        self.streams.values().map(|(stream, _)| stream)
+        (keys, ops)
     }
 
     pub fn sock_ops(&self) -> impl Iterator<Item = &Py<SockOp>> {
@@ -476,9 +407,6 @@ impl Selector {
 
     /// `selectors.EVENT_READ` (1) and/or `EVENT_WRITE` (2) for the sides watched on `fd`.
     pub fn watched_events(&self, fd: RawFd) -> u32 {
-        if let Some((_, interest)) = self.streams.get(&fd) {
-            return *interest;
-        }
         self.keys.get(&fd).map_or(0, |key| {
             u32::from(key.reader.is_some()) | u32::from(key.writer.is_some()) << 1
         })
@@ -515,8 +443,8 @@ impl Selector {
     }
 }
 
-/// The epoll events for a native target's interest.
-fn stream_events(interest: Interest) -> u32 {
+/// The epoll events for a sock_* operation's interest.
+fn interest_events(interest: Interest) -> u32 {
     let mut events = 0;
     if interest & READABLE != 0 {
         events |= libc::EPOLLIN as u32;

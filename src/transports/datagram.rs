@@ -13,7 +13,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use super::stream::with_read_buffer;
+use super::buffer::{copy_from_read_buffer, read_buffer, READ_BUFFER_SIZE};
 use super::syscall;
 use super::TransportRef;
 use crate::gil::GilRefCell;
@@ -152,10 +152,14 @@ impl DatagramCore {
         // SAFETY: sockaddr_storage is plain C data, large enough for every address family.
         let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut storage_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let received = with_read_buffer(|buffer| {
-            syscall::recvfrom(self.fd, buffer, &mut storage, &mut storage_len)
-                .map(|n| PyBytes::new(py, &buffer[..n]))
-        });
+        let received = syscall::recvfrom(
+            self.fd,
+            read_buffer(),
+            READ_BUFFER_SIZE,
+            &mut storage,
+            &mut storage_len,
+        )
+        .map(|n| copy_from_read_buffer(py, n));
         match received {
             Ok(data) => {
                 let sender = self.sender(py, &storage, storage_len)?;

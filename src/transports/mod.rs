@@ -4,6 +4,7 @@ mod buffer;
 mod datagram;
 mod pipe;
 mod sock_ops;
+mod socket_transport;
 mod stream;
 mod syscall;
 mod write_queue;
@@ -11,53 +12,11 @@ mod write_queue;
 use pyo3::prelude::*;
 
 use crate::gil::GilRefCell;
-use crate::handles::Outcome;
 pub use datagram::DatagramCore;
 pub use pipe::{PipeReader, PipeWriteQueue};
 pub use sock_ops::SockOp;
-pub use stream::StreamTransport;
-
-/// What the loop's selector notifies directly (without a Handle) when its fd is ready.
-pub enum IoTarget {
-    Stream(Py<StreamTransport>),
-    Sock(Py<SockOp>),
-}
-
-impl IoTarget {
-    pub fn clone_ref(&self, py: Python<'_>) -> Self {
-        match self {
-            IoTarget::Stream(stream) => IoTarget::Stream(stream.clone_ref(py)),
-            IoTarget::Sock(op) => IoTarget::Sock(op.clone_ref(py)),
-        }
-    }
-
-    /// Runs what became possible; `ready` holds the selector's READABLE/WRITABLE bits.
-    pub fn on_ready(&self, py: Python<'_>, ready: u32) -> Outcome {
-        match self {
-            IoTarget::Stream(stream) => StreamTransport::on_ready(stream.bind(py), ready),
-            IoTarget::Sock(op) => SockOp::on_ready(op.bind(py)),
-        }
-    }
-
-    /// Whether both are the same object.
-    pub fn is(&self, other: &IoTarget) -> bool {
-        self.as_ptr() == other.as_ptr()
-    }
-
-    fn as_ptr(&self) -> *mut pyo3::ffi::PyObject {
-        match self {
-            IoTarget::Stream(stream) => stream.as_ptr(),
-            IoTarget::Sock(op) => op.as_ptr(),
-        }
-    }
-
-    pub fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        match self {
-            IoTarget::Stream(stream) => visit.call(stream),
-            IoTarget::Sock(op) => visit.call(op),
-        }
-    }
-}
+pub use socket_transport::{install_socket_transport, open_socket_transport};
+pub use stream::{StreamCore, StreamEvent};
 
 /// The Python transport a native half works for, until the cyclic GC clears it.
 pub struct TransportRef(GilRefCell<Option<Py<PyAny>>>);

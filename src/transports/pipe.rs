@@ -26,7 +26,7 @@ const PIPE_READ_SIZE: usize = 64 * 1024;
 
 /// One read: Ok(None) at end of file, Err(errno) on failure (EAGAIN included).
 fn read_bytes(py: Python<'_>, fd: c_int) -> Result<Option<Bound<'_, PyBytes>>, c_int> {
-    let data = read_into_new_bytes(py, PIPE_READ_SIZE, |buffer| syscall::read(fd, buffer))?;
+    let data = read_into_new_bytes(py, PIPE_READ_SIZE, |buf, len| syscall::read(fd, buf, len))?;
     Ok((!data.as_bytes().is_empty()).then_some(data))
 }
 

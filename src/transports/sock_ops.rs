@@ -11,8 +11,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::buffer::{copy_from_read_buffer, read_buffer, read_into_new_bytes, READ_BUFFER_SIZE};
 use super::buffer::{BufferView, Chunk};
-use super::stream::recv_bytes;
 use super::syscall;
 use crate::gil::GilRefCell;
 use crate::handles::Outcome;
@@ -49,10 +49,17 @@ enum Attempt {
     WouldBlock,
 }
 
+/// `sock.recv(size)`: through the loop thread's read buffer (copied into an exact-size
+/// `bytes`), or straight into a new `bytes` when `size` exceeds that buffer.
 fn try_recv(py: Python<'_>, fd: c_int, size: usize) -> PyResult<Attempt> {
-    match recv_bytes(py, fd, size) {
-        Ok(Some(data)) => Ok(Attempt::Done(data.into_any().unbind())),
-        Ok(None) => Ok(Attempt::WouldBlock),
+    let received = if size > READ_BUFFER_SIZE {
+        read_into_new_bytes(py, size, |buf, len| syscall::recv(fd, buf, len))
+    } else {
+        syscall::recv(fd, read_buffer(), size).map(|n| copy_from_read_buffer(py, n))
+    };
+    match received {
+        Ok(data) => Ok(Attempt::Done(data.into_any().unbind())),
+        Err(libc::EAGAIN) => Ok(Attempt::WouldBlock),
         Err(errno) => Err(errno_error(errno)),
     }
 }

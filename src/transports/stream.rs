@@ -1,31 +1,37 @@
-//! The data path of TCP and Unix stream transports: asyncio's `_SelectorSocketTransport`
-//! semantics, natively.
+//! TCP and Unix stream transports on libuv handles (`uv_tcp_t`, `uv_pipe_t`), with asyncio's
+//! `_SelectorSocketTransport` semantics.
 //!
-//! `StreamTransport` is the native half of `uvloop._transports.SocketTransport` (an
-//! `asyncio.Transport`, which a native class cannot subclass). The Python half owns the socket
-//! and does what happens once per connection (set-up, connection_lost, error reports, repr);
-//! this half does what happens per read and per write, with the protocol's callbacks looked up
-//! once. Readiness comes from the loop's selector as `Ready::Io` entries of the ready queue.
+//! `StreamCore` is the native state of a `uvloop._transports.SocketTransport` (an
+//! `asyncio.Transport`, see `socket_transport`). libuv reads into memory the core hands it (the
+//! loop thread's read buffer, a new `bytes` for long reads, or a `BufferedProtocol`'s buffer) and
+//! writes what `uv_try_write` could not send at once through `uv_write` requests that own their
+//! buffers. Every protocol-visible consequence of a libuv callback is queued as a `StreamEvent` on
+//! the loop's ready queue, where asyncio would have queued the transport's reader or writer handle,
+//! so protocol callbacks run in asyncio's order and never inside libuv.
+//!
+//! libuv holds a strong reference to the core (the handle's `Owner`) from open until the handle's
+//! close callback: an open connection stays alive, and `_call_connection_lost` (or the loop's
+//! `close()`) is what closes the handle.
 
-use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::os::raw::c_int;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
-use super::buffer::{read_into_new_bytes, BufferView, Chunk};
-use super::syscall;
-use super::write_queue::WriteQueue;
+use super::buffer::READ_BUFFER_SIZE;
+use super::buffer::{copy_from_read_buffer, read_buffer, BufferView, Chunk, NewBytes};
 use crate::gil::{GilCell, GilRefCell};
 use crate::handles::Outcome;
-use crate::loop_::{Loop, READABLE, WRITABLE};
+use crate::loop_::{Loop, Ready};
 use crate::python;
-use crate::uv::error::errno_error;
+use crate::uv::error::UvError;
+use crate::uv::handle::LoopClose;
+use crate::uv::stream::{buf, Stream, StreamEvents};
+use crate::uv::sys;
 
-/// asyncio's `max_size` of one socket read.
-const READ_SIZE: usize = 256 * 1024;
 /// After a read at least this long, the next one goes straight into its `bytes` (reads of a
 /// connection tend to be alike, and copying a long one out of the read buffer costs more than
 /// allocating the largest one).
@@ -35,51 +41,50 @@ const DIRECT_READ_MIN: usize = 32 * 1024;
 const DIRECT_READ_SIZE: usize = 120 * 1024;
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+/// How many chunks one vectored write hands libuv at most (well under IOV_MAX).
+const MAX_WRITE_BUFS: usize = 64;
 
-thread_local! {
-    /// Every read lands here first, then is copied once into an exact-size `bytes`.
-    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+/// What a libuv callback (or a transport method) leaves for the ready queue.
+pub enum StreamEvent {
+    /// `protocol.connection_made(transport)`, queued when the transport is made.
+    ConnectionMade,
+    /// Reading starts after connection_made, as asyncio adds its reader then.
+    StartReading,
+    Data(Py<PyBytes>),
+    /// A BufferedProtocol's buffer got this many bytes (see `StreamCore::buffered_read`).
+    Filled(usize),
+    Eof,
+    /// A failed read (errno), or a failed `get_buffer()` call.
+    ReadFailed(ReadFailure),
+    /// A write request failed (errno).
+    WriteFailed(c_int),
+    /// Writes finished: flow control, the sendfile waiter, and a pending close or shutdown.
+    Drained,
+    /// asyncio's `_call_connection_lost(exc)`.
+    ConnectionLost(Option<Py<PyAny>>),
 }
 
-/// Runs `read` on the loop thread's read buffer (READ_SIZE bytes).
-pub fn with_read_buffer<R>(read: impl FnOnce(&mut [u8]) -> R) -> R {
-    READ_BUFFER.with_borrow_mut(|buffer| {
-        if buffer.len() < READ_SIZE {
-            buffer.resize(READ_SIZE, 0);
+pub enum ReadFailure {
+    Errno(c_int),
+    GetBuffer(PyErr),
+}
+
+impl StreamEvent {
+    fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        match self {
+            StreamEvent::Data(data) => visit.call(data),
+            StreamEvent::ConnectionLost(Some(exc)) => visit.call(exc),
+            _ => Ok(()),
         }
-        read(&mut buffer[..READ_SIZE])
-    })
-}
-
-/// What a receive gives: Ok(None) when the socket has nothing now (EAGAIN), an empty `bytes`
-/// at end of stream, Err(errno) on failure.
-pub type Received<'py> = Result<Option<Bound<'py, PyBytes>>, c_int>;
-
-fn none_on_eagain(received: Result<Bound<'_, PyBytes>, c_int>) -> Received<'_> {
-    match received {
-        Ok(data) => Ok(Some(data)),
-        Err(libc::EAGAIN) => Ok(None),
-        Err(errno) => Err(errno),
     }
-}
 
-/// Receives at most `size` bytes from `fd` through the loop thread's read buffer (copied into
-/// an exact-size `bytes`), or straight into a new `bytes` when `size` exceeds that buffer.
-pub fn recv_bytes(py: Python<'_>, fd: c_int, size: usize) -> Received<'_> {
-    if size > READ_SIZE {
-        return recv_new_bytes(py, fd, size);
+    /// Events of the read side, held back while reading is paused.
+    fn is_read(&self) -> bool {
+        matches!(
+            self,
+            StreamEvent::Data(_) | StreamEvent::Eof | StreamEvent::ReadFailed(_)
+        )
     }
-    none_on_eagain(with_read_buffer(|buffer| {
-        let buffer = &mut buffer[..size];
-        syscall::recv(fd, buffer.as_mut_ptr(), buffer.len()).map(|n| PyBytes::new(py, &buffer[..n]))
-    }))
-}
-
-/// Receives at most `size` bytes from `fd` straight into a new `bytes`, shrunk in place.
-fn recv_new_bytes(py: Python<'_>, fd: c_int, size: usize) -> Received<'_> {
-    none_on_eagain(read_into_new_bytes(py, size, |buffer| {
-        syscall::recv(fd, buffer.as_mut_ptr(), buffer.len())
-    }))
 }
 
 /// The protocol with the callbacks of its read path, looked up when it is set.
@@ -112,189 +117,495 @@ impl Protocol {
             read,
         })
     }
+
+    fn is_buffered(&self) -> bool {
+        matches!(self.read, ReadPath::Buffered(_))
+    }
+}
+
+/// A buffered read between libuv's alloc and its delivery: the protocol's buffer (held as a
+/// writable view) and the `buffer_updated` of the protocol that gave it.
+struct BufferedRead {
+    view: BufferView,
+    updated: Py<PyAny>,
+}
+
+/// Where the next read of a data protocol lands.
+enum ReadTarget {
+    None,
+    /// The loop thread's read buffer.
+    Shared,
+    /// A new `bytes` object (long reads).
+    Direct(NewBytes),
 }
 
 /// A protocol callback's failure: KeyboardInterrupt and SystemExit leave the loop, anything else
-/// is the transport's fatal error.
-enum Failure {
-    Escape(PyErr),
-    Fatal(PyErr),
+/// is the transport's fatal error (or goes to the exception handler).
+fn escapes(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
-impl Failure {
-    fn classify(py: Python<'_>, err: PyErr) -> Self {
-        if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
-            Failure::Escape(err)
-        } else {
-            Failure::Fatal(err)
-        }
-    }
+/// Boolean state of a transport.
+#[derive(Clone, Copy, Default)]
+struct Flags {
+    closing: bool,
+    /// write_eof() was called.
+    eof: bool,
+    /// pause_reading() was called (and resume_reading() not since).
+    paused: bool,
+    protocol_paused: bool,
+    /// libuv is reading (uv_read_start without a stop since).
+    reading: bool,
+    /// A read event is queued and not yet run: libuv's next alloc is declined until it has,
+    /// so reads reach the protocol one per poll, as asyncio reads.
+    read_queued: bool,
+    /// The last read was long: read the next one straight into its `bytes`.
+    direct_reads: bool,
+    /// Inside libuv's alloc callback (a BufferedProtocol's get_buffer runs there): libuv must
+    /// not be told to stop reading until its read callback (it calls that next).
+    in_alloc: bool,
+    /// Reading was stopped during the alloc callback: uv_read_stop is due in the read callback.
+    stop_after_read: bool,
+    /// A TCP socket (else a Unix socket or a pipe).
+    tcp: bool,
 }
 
-#[pyclass(frozen, module = "uvloop.loop", name = "StreamTransport")]
-pub struct StreamTransport {
+#[pyclass(frozen, module = "uvloop.loop", name = "StreamCore")]
+pub struct StreamCore {
     event_loop: Py<Loop>,
-    fd: c_int,
     /// The Python transport that protocols see; None once the connection is lost.
     transport: GilRefCell<Option<Py<PyAny>>>,
     protocol: GilRefCell<Option<Protocol>>,
-    /// The context protocol callbacks run in (the one the transport was made in).
+    /// The context protocol callbacks run in (a copy of the one the transport was made in).
     context: Py<PyAny>,
-    /// What the selector watches for on `fd`.
-    interest: GilCell<u32>,
-    /// The last read was long: read the next one straight into its `bytes`.
-    direct_reads: GilCell<bool>,
-    closing: GilCell<bool>,
-    eof: GilCell<bool>,
-    paused: GilCell<bool>,
-    protocol_paused: GilCell<bool>,
+    /// The libuv handle; None once closed.
+    stream: GilRefCell<Option<Stream<Owner>>>,
+    /// The descriptor libuv owns (for reprs and the loop's transport table).
+    fd: c_int,
+    flags: GilCell<Flags>,
     conn_lost: GilCell<u32>,
-    queue: GilRefCell<WriteQueue>,
+    /// Bytes accepted by write() and not yet handed to libuv (while a write request is out).
+    pending: GilRefCell<VecDeque<Chunk>>,
+    pending_size: GilCell<usize>,
+    /// Write requests libuv has not finished.
+    writes_in_flight: GilCell<u32>,
     high_water: GilCell<usize>,
     low_water: GilCell<usize>,
-    /// The future sendfile waits on until the queue is empty.
+    /// The future sendfile waits on until the write buffer is empty.
     empty_waiter: GilRefCell<Option<Py<PyAny>>>,
+    read_target: GilRefCell<ReadTarget>,
+    buffered_read: GilRefCell<Option<BufferedRead>>,
+    /// Read events that arrived while reading was paused, delivered on resume_reading().
+    held: GilRefCell<VecDeque<StreamEvent>>,
+    /// The socket object: the one the transport was made with, or one made on demand for
+    /// `get_extra_info('socket')`; detached when libuv closes the descriptor.
+    sock: GilRefCell<Option<Py<PyAny>>>,
+    /// `extra` given at creation plus what get_extra_info computed; made on first use.
+    extra: GilRefCell<Option<Py<PyDict>>>,
+    /// The asyncio.Server that accepted the connection (attach/detach accounting).
+    server: GilRefCell<Option<Py<PyAny>>>,
 }
 
-impl StreamTransport {
-    /// Runs what the selector found ready, in the transport's context.
-    pub fn on_ready(slf: &Bound<'_, Self>, ready: u32) -> Outcome {
-        let py = slf.py();
-        let this = slf.get();
-        let context = this.context.as_ptr();
-        // SAFETY: GIL held; `context` is a live contextvars.Context; Enter and Exit are paired.
-        if unsafe { ffi::PyContext_Enter(context) } < 0 {
-            return Outcome::Escape(PyErr::fetch(py));
-        }
-        let mut outcome = Ok(());
-        if ready & READABLE != 0 && this.interest.get(py) & READABLE != 0 {
-            outcome = Self::read_ready(slf);
-        }
-        if outcome.is_ok() && ready & WRITABLE != 0 && this.interest.get(py) & WRITABLE != 0 {
-            outcome = Self::write_ready(slf);
-        }
-        // SAFETY: paired with the Enter above, on the same thread.
-        if unsafe { ffi::PyContext_Exit(context) } < 0 {
-            return Outcome::Escape(PyErr::fetch(py));
-        }
-        match outcome {
-            Ok(()) => Outcome::Done,
-            Err(err) => Outcome::Escape(err),
-        }
+/// What a stream handle's callbacks hold: the transport's core, alive while the handle is open.
+pub struct Owner(Py<StreamCore>);
+
+impl LoopClose for Owner {
+    fn close_at_loop_close(&self, py: Python<'_>) {
+        let core = self.0.bind(py);
+        let this = core.get();
+        this.conn_lost.set(py, this.conn_lost.get(py).max(1));
+        let mut flags = this.flags.get(py);
+        flags.closing = true;
+        this.flags.set(py, flags);
+        StreamCore::close_handle(core);
+    }
+}
+
+impl StreamEvents for Owner {
+    fn alloc(&self, py: Python<'_>) -> (*mut u8, usize) {
+        StreamCore::alloc(self.0.bind(py))
     }
 
-    /// asyncio's `_read_ready`: one read, handed to the protocol. Err only for what must leave
-    /// the loop.
-    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn read(&self, py: Python<'_>, nread: isize) {
+        StreamCore::on_read(self.0.bind(py), nread);
+    }
+
+    fn written(&self, py: Python<'_>, status: c_int) {
+        StreamCore::on_written(self.0.bind(py), status);
+    }
+
+    fn shut_down(&self, _py: Python<'_>, _status: c_int) {}
+}
+
+impl StreamCore {
+    /// A core for a connection whose handle is opened next (`set_stream`).
+    pub fn new(
+        py: Python<'_>,
+        event_loop: Py<Loop>,
+        protocol: &Bound<'_, PyAny>,
+        context: Py<PyAny>,
+        fd: c_int,
+        tcp: bool,
+    ) -> PyResult<Self> {
+        let _ = py;
+        Ok(Self {
+            event_loop,
+            transport: GilRefCell::new(None),
+            protocol: GilRefCell::new(Some(Protocol::new(protocol)?)),
+            context,
+            stream: GilRefCell::new(None),
+            fd,
+            flags: GilCell::new(Flags {
+                tcp,
+                ..Flags::default()
+            }),
+            conn_lost: GilCell::new(0),
+            pending: GilRefCell::new(VecDeque::new()),
+            pending_size: GilCell::new(0),
+            writes_in_flight: GilCell::new(0),
+            high_water: GilCell::new(64 * 1024),
+            low_water: GilCell::new(16 * 1024),
+            empty_waiter: GilRefCell::new(None),
+            read_target: GilRefCell::new(ReadTarget::None),
+            buffered_read: GilRefCell::new(None),
+            held: GilRefCell::new(VecDeque::new()),
+            sock: GilRefCell::new(None),
+            extra: GilRefCell::new(None),
+            server: GilRefCell::new(None),
+        })
+    }
+
+    pub fn owner(slf: &Bound<'_, Self>) -> Owner {
+        Owner(slf.clone().unbind())
+    }
+
+    pub fn set_stream(&self, py: Python<'_>, stream: Stream<Owner>) {
+        drop(self.stream.replace(py, Some(stream)));
+    }
+
+    pub fn set_transport(&self, py: Python<'_>, transport: Py<PyAny>) {
+        drop(self.transport.replace(py, Some(transport)));
+    }
+
+    pub fn set_socket(&self, py: Python<'_>, sock: Option<Py<PyAny>>) {
+        drop(self.sock.replace(py, sock));
+    }
+
+    pub fn set_extra(&self, py: Python<'_>, extra: Option<Py<PyDict>>) {
+        drop(self.extra.replace(py, extra));
+    }
+
+    pub fn set_server(&self, py: Python<'_>, server: Option<Py<PyAny>>) {
+        drop(self.server.replace(py, server));
+    }
+
+    pub fn fd(&self) -> c_int {
+        self.fd
+    }
+
+    pub fn is_tcp(&self, py: Python<'_>) -> bool {
+        self.flags.get(py).tcp
+    }
+
+    pub fn transport(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.transport.borrow(py).as_ref().map(|t| t.clone_ref(py))
+    }
+
+    fn update_flags(&self, py: Python<'_>, change: impl FnOnce(&mut Flags)) {
+        let mut flags = self.flags.get(py);
+        change(&mut flags);
+        self.flags.set(py, flags);
+    }
+
+    /// Queues `event` on the loop's ready queue.
+    pub fn queue(slf: &Bound<'_, Self>, event: StreamEvent) {
+        let py = slf.py();
+        slf.get()
+            .event_loop
+            .get()
+            .push_ready(py, Ready::Stream(slf.clone().unbind(), event));
+    }
+
+    fn with_stream<R>(&self, py: Python<'_>, f: impl FnOnce(&Stream<Owner>) -> R) -> Option<R> {
+        self.stream.borrow(py).as_ref().map(f)
+    }
+
+    // ---- libuv callbacks -------------------------------------------------------------------
+
+    fn alloc(slf: &Bound<'_, Self>) -> (*mut u8, usize) {
         let py = slf.py();
         let this = slf.get();
-        if this.conn_lost.get(py) > 0 {
-            return Ok(());
+        let flags = this.flags.get(py);
+        if flags.read_queued || this.conn_lost.get(py) > 0 {
+            return (std::ptr::null_mut(), 0);
         }
-        let read = match this.protocol.borrow(py).as_ref() {
-            Some(protocol) => match &protocol.read {
-                ReadPath::Data(method) => ReadPath::Data(method.as_ref().map(|m| m.clone_ref(py))),
-                ReadPath::Buffered(methods) => ReadPath::Buffered(
-                    methods
-                        .as_ref()
-                        .map(|(get, updated)| (get.clone_ref(py), updated.clone_ref(py))),
+        let buffered = match this.protocol.borrow(py).as_ref() {
+            Some(protocol) => protocol.is_buffered(),
+            None => return (std::ptr::null_mut(), 0),
+        };
+        if buffered {
+            return Self::alloc_protocol_buffer(slf);
+        }
+        if flags.direct_reads {
+            if let Ok(bytes) = NewBytes::new(py, DIRECT_READ_SIZE) {
+                let answer = (bytes.as_mut_ptr(), bytes.capacity());
+                drop(this.read_target.replace(py, ReadTarget::Direct(bytes)));
+                return answer;
+            }
+        }
+        drop(this.read_target.replace(py, ReadTarget::Shared));
+        (read_buffer(), READ_BUFFER_SIZE)
+    }
+
+    /// A BufferedProtocol's `get_buffer(-1)`, in the transport's context; a failure is held for
+    /// `on_read` (which libuv calls with UV_ENOBUFS when the alloc is declined).
+    fn alloc_protocol_buffer(slf: &Bound<'_, Self>) -> (*mut u8, usize) {
+        let py = slf.py();
+        let this = slf.get();
+        let methods = match this.protocol.borrow(py).as_ref().map(|p| &p.read) {
+            Some(ReadPath::Buffered(Some((get, updated)))) => {
+                Some((get.clone_ref(py), updated.clone_ref(py)))
+            }
+            _ => None,
+        };
+        this.update_flags(py, |f| f.in_alloc = true);
+        let result = in_context(py, &this.context, || {
+            let (get_buffer, updated) = match methods {
+                Some((get, updated)) => (get.into_bound(py), updated),
+                None => (
+                    Self::protocol_method(slf, "get_buffer")?,
+                    Self::protocol_method(slf, "buffer_updated")?.unbind(),
                 ),
-            },
-            None => return Ok(()),
-        };
-        match read {
-            ReadPath::Data(method) => Self::read_data(slf, method),
-            ReadPath::Buffered(methods) => Self::read_into_buffer(slf, methods),
+            };
+            let buffer = get_buffer.call1((-1,))?;
+            if buffer.len()? == 0 {
+                return Err(PyRuntimeError::new_err(
+                    "get_buffer() returned an empty buffer",
+                ));
+            }
+            let view = BufferView::get(&buffer, true)?;
+            Ok(BufferedRead { view, updated })
+        });
+        this.update_flags(py, |f| f.in_alloc = false);
+        match result {
+            Ok(read) => {
+                let answer = (read.view.as_ptr(), read.view.len());
+                drop(this.buffered_read.replace(py, Some(read)));
+                answer
+            }
+            Err(err) => {
+                this.update_flags(py, |f| {
+                    f.read_queued = true;
+                    f.stop_after_read = f.reading;
+                    f.reading = false;
+                });
+                Self::queue(slf, StreamEvent::ReadFailed(ReadFailure::GetBuffer(err)));
+                (std::ptr::null_mut(), 0)
+            }
         }
     }
 
-    fn read_data(slf: &Bound<'_, Self>, method: Option<Py<PyAny>>) -> PyResult<()> {
+    fn on_read(slf: &Bound<'_, Self>, nread: isize) {
         let py = slf.py();
         let this = slf.get();
-        let received = if this.direct_reads.get(py) {
-            recv_new_bytes(py, this.fd, DIRECT_READ_SIZE)
+        if this.flags.get(py).stop_after_read {
+            this.update_flags(py, |f| f.stop_after_read = false);
+            this.with_stream(py, Stream::read_stop);
+        }
+        let target = this.read_target.replace(py, ReadTarget::None);
+        let event = if nread > 0 {
+            let n = nread as usize;
+            if let Some(read) = this.buffered_read.borrow(py).as_ref() {
+                let _ = read;
+                Some(StreamEvent::Filled(n))
+            } else {
+                let data = match target {
+                    ReadTarget::Direct(bytes) => bytes.finish(py, n).ok(),
+                    ReadTarget::Shared => Some(copy_from_read_buffer(py, n)),
+                    ReadTarget::None => None,
+                };
+                this.update_flags(py, |f| f.direct_reads = n >= DIRECT_READ_MIN);
+                match data {
+                    Some(data) => Some(StreamEvent::Data(data.unbind())),
+                    None => Some(StreamEvent::ReadFailed(ReadFailure::Errno(libc::ENOMEM))),
+                }
+            }
         } else {
-            recv_bytes(py, this.fd, READ_SIZE)
+            drop(target);
+            // Nothing read into the protocol's buffer: it is released unused.
+            if nread != sys::uv_errno_t_UV_ENOBUFS as isize {
+                drop(this.buffered_read.take(py));
+            }
+            match nread as c_int {
+                0 | sys::uv_errno_t_UV_ENOBUFS => None,
+                sys::uv_errno_t_UV_EOF => {
+                    this.update_flags(py, |f| f.reading = false);
+                    Some(StreamEvent::Eof)
+                }
+                err => {
+                    this.update_flags(py, |f| f.reading = false);
+                    Some(StreamEvent::ReadFailed(ReadFailure::Errno(-err)))
+                }
+            }
         };
-        let data = match received {
-            Ok(Some(data)) if data.as_bytes().is_empty() => return Self::read_eof(slf),
-            Ok(Some(data)) => {
-                this.direct_reads
-                    .set(py, data.as_bytes().len() >= DIRECT_READ_MIN);
-                data
+        if let Some(event) = event {
+            this.update_flags(py, |f| f.read_queued = true);
+            Self::queue(slf, event);
+        }
+    }
+
+    fn on_written(slf: &Bound<'_, Self>, status: c_int) {
+        let py = slf.py();
+        let this = slf.get();
+        this.writes_in_flight
+            .set(py, this.writes_in_flight.get(py).saturating_sub(1));
+        if status == sys::uv_errno_t_UV_ECANCELED {
+            return;
+        }
+        if status < 0 {
+            this.drop_pending(py);
+            Self::queue(slf, StreamEvent::WriteFailed(-status));
+            return;
+        }
+        if this.conn_lost.get(py) == 0 && !this.pending.borrow(py).is_empty() {
+            if let Err(err) = Self::submit_pending(slf) {
+                Self::queue(slf, StreamEvent::WriteFailed(err.errno()));
+                return;
             }
-            Ok(None) => return Ok(()),
-            Err(errno) => {
-                return Self::fatal_error(
-                    slf,
-                    errno_error(errno),
-                    "Fatal read error on socket transport",
-                )
+        }
+        Self::queue(slf, StreamEvent::Drained);
+    }
+
+    // ---- events ----------------------------------------------------------------------------
+
+    /// Runs a queued event in the transport's context.
+    pub fn run_event(slf: &Bound<'_, Self>, event: StreamEvent) -> Outcome {
+        let py = slf.py();
+        let this = slf.get();
+        let result = in_context(py, &this.context, || Self::dispatch(slf, event));
+        match result {
+            Ok(()) => Outcome::Done,
+            Err(err) if escapes(py, &err) => Outcome::Escape(err),
+            // Errors of the reporting itself (a failing exception handler, say) go where an
+            // exception handler's own errors go in asyncio: to the log, and the loop goes on.
+            Err(err) => {
+                err.write_unraisable(py, Some(slf.as_any()));
+                Outcome::Done
             }
+        }
+    }
+
+    fn dispatch(slf: &Bound<'_, Self>, event: StreamEvent) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if event.is_read() || matches!(event, StreamEvent::Filled(_)) {
+            this.update_flags(py, |f| f.read_queued = false);
+        }
+        match event {
+            StreamEvent::ConnectionMade => Self::connection_made(slf),
+            StreamEvent::StartReading => {
+                if this.is_reading(py) {
+                    Self::read_start(slf);
+                }
+                Ok(())
+            }
+            StreamEvent::Filled(n) => Self::buffer_updated(slf, n),
+            event if event.is_read() => {
+                let flags = this.flags.get(py);
+                if this.conn_lost.get(py) > 0 || flags.closing {
+                    return Ok(());
+                }
+                if flags.paused {
+                    this.held.borrow_mut(py).push_back(event);
+                    return Ok(());
+                }
+                match event {
+                    StreamEvent::Data(data) => Self::data_received(slf, data),
+                    StreamEvent::Eof => Self::read_eof(slf),
+                    StreamEvent::ReadFailed(ReadFailure::Errno(errno)) => Self::fatal_error(
+                        slf,
+                        UvError(-errno).into(),
+                        "Fatal read error on socket transport",
+                    ),
+                    StreamEvent::ReadFailed(ReadFailure::GetBuffer(err)) => Self::fatal_error(
+                        slf,
+                        err,
+                        "Fatal error: protocol.get_buffer() call failed.",
+                    ),
+                    _ => Ok(()),
+                }
+            }
+            StreamEvent::WriteFailed(errno) => {
+                let err: PyErr = UvError(-errno).into();
+                let waiter = this
+                    .empty_waiter
+                    .borrow(py)
+                    .as_ref()
+                    .map(|w| w.clone_ref(py));
+                let exc = err.clone_ref(py).into_value(py);
+                Self::fatal_error(slf, err, "Fatal write error on socket transport")?;
+                if let Some(waiter) = waiter {
+                    waiter.call_method1(py, pyo3::intern!(py, "set_exception"), (exc,))?;
+                }
+                Ok(())
+            }
+            StreamEvent::Drained => Self::drained(slf),
+            StreamEvent::ConnectionLost(exc) => Self::call_connection_lost(slf, exc),
+            _ => Ok(()),
+        }
+    }
+
+    fn connection_made(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (Some(transport), Ok(method)) = (
+            this.transport(py),
+            Self::protocol_method(slf, "connection_made"),
+        ) else {
+            return Ok(());
+        };
+        if let Err(err) = method.call1((transport,)) {
+            if escapes(py, &err) {
+                return Err(err);
+            }
+            python::report_protocol_callback_error(py, this.event_loop.bind(py), &method, err)?;
+        }
+        Ok(())
+    }
+
+    fn data_received(slf: &Bound<'_, Self>, data: Py<PyBytes>) -> PyResult<()> {
+        let py = slf.py();
+        let method = match slf.get().protocol.borrow(py).as_ref().map(|p| &p.read) {
+            Some(ReadPath::Data(Some(method))) => Some(method.clone_ref(py)),
+            Some(ReadPath::Buffered(_)) | None => return Ok(()),
+            Some(ReadPath::Data(None)) => None,
         };
         let result = match method {
             Some(method) => method.bind(py).call1((data,)).map(drop),
-            None => Self::protocol_call(slf, "data_received", (data,)),
+            None => {
+                Self::protocol_method(slf, "data_received").and_then(|m| m.call1((data,)).map(drop))
+            }
         };
-        Self::check_protocol_call(
+        Self::protocol_result(
             slf,
             result,
             "Fatal error: protocol.data_received() call failed.",
         )
     }
 
-    fn read_into_buffer(
-        slf: &Bound<'_, Self>,
-        methods: Option<(Py<PyAny>, Py<PyAny>)>,
-    ) -> PyResult<()> {
+    fn buffer_updated(slf: &Bound<'_, Self>, nbytes: usize) -> PyResult<()> {
         let py = slf.py();
-        let get_buffer = match &methods {
-            Some((get, _)) => get.bind(py).call1((-1,)),
-            None => Self::protocol_method(slf, "get_buffer").and_then(|m| m.call1((-1,))),
+        let Some(read) = slf.get().buffered_read.take(py) else {
+            return Ok(());
         };
-        let view = get_buffer.and_then(|buffer| {
-            if buffer.len()? == 0 {
-                return Err(PyRuntimeError::new_err(
-                    "get_buffer() returned an empty buffer",
-                ));
-            }
-            Ok(buffer)
-        });
-        let buffer = match view {
-            Ok(buffer) => buffer,
-            Err(err) => {
-                return Self::check_protocol_call(
-                    slf,
-                    Err(err),
-                    "Fatal error: protocol.get_buffer() call failed.",
-                )
-            }
-        };
-        // The view is released before buffer_updated, which may resize the buffer.
-        let received = BufferView::get(&buffer, true).and_then(|view| {
-            match syscall::recv(slf.get().fd, view.as_ptr(), view.len()) {
-                Ok(n) => Ok(Some(n)),
-                Err(libc::EAGAIN) => Ok(None),
-                Err(errno) => Err(errno_error(errno)),
-            }
-        });
-        let count = match received {
-            Ok(Some(0)) => return Self::read_eof(slf),
-            Ok(Some(count)) => count,
-            Ok(None) => return Ok(()),
-            Err(err) => {
-                return Self::check_protocol_call(
-                    slf,
-                    Err(err),
-                    "Fatal read error on socket transport",
-                )
-            }
-        };
-        let result = match &methods {
-            Some((_, updated)) => updated.bind(py).call1((count,)).map(drop),
-            None => Self::protocol_call(slf, "buffer_updated", (count,)),
-        };
-        Self::check_protocol_call(
+        let BufferedRead { view, updated } = read;
+        // The view goes before buffer_updated, which may resize the buffer.
+        drop(view);
+        if slf.get().conn_lost.get(py) > 0 {
+            return Ok(());
+        }
+        let result = updated.bind(py).call1((nbytes,)).map(drop);
+        Self::protocol_result(
             slf,
             result,
             "Fatal error: protocol.buffer_updated() call failed.",
@@ -303,94 +614,59 @@ impl StreamTransport {
 
     /// asyncio's `_read_ready__on_eof`.
     fn read_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
         Self::debug_log(slf, "received EOF")?;
-        let keep_open = match Self::protocol_method(slf, "eof_received").and_then(|m| m.call0()) {
-            Ok(result) => result.is_truthy(),
-            Err(err) => Err(err),
-        };
+        let keep_open = Self::protocol_method(slf, "eof_received")
+            .and_then(|m| m.call0())
+            .and_then(|result| result.is_truthy());
         match keep_open {
-            Ok(true) => Self::remove_interest(slf, READABLE),
-            Ok(false) => Self::close_transport(slf),
-            Err(err) => match Failure::classify(py, err) {
-                Failure::Escape(err) => Err(err),
-                Failure::Fatal(err) => Self::fatal_error(
-                    slf,
-                    err,
-                    "Fatal error: protocol.eof_received() call failed.",
-                ),
-            },
+            // libuv stopped reading at end of stream.
+            Ok(true) => Ok(()),
+            Ok(false) => Self::close(slf),
+            Err(err) => Self::protocol_result(
+                slf,
+                Err(err),
+                "Fatal error: protocol.eof_received() call failed.",
+            ),
         }
     }
 
-    /// asyncio's `_write_ready`: sends what is queued, then finishes a close or write_eof.
-    fn write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// The tail of asyncio's `_write_ready`, once libuv finished a write.
+    fn drained(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        if this.conn_lost.get(py) > 0 {
+        if this.conn_lost.get(py) > 0 && !this.flags.get(py).closing {
             return Ok(());
         }
-        let sent = this
-            .queue
-            .borrow_mut(py)
-            .write(this.fd, py, syscall::sendmsg);
-        match sent {
-            Err(errno) => {
-                Self::remove_interest(slf, WRITABLE)?;
-                let dropped = this.queue.borrow_mut(py).take();
-                drop(dropped);
-                let err = errno_error(errno);
-                let exc = err.clone_ref(py);
-                Self::fatal_error(slf, err, "Fatal write error on socket transport")?;
-                let waiter = this
-                    .empty_waiter
-                    .borrow(py)
-                    .as_ref()
-                    .map(|w| w.clone_ref(py));
-                if let Some(waiter) = waiter {
-                    waiter.call_method1(py, "set_exception", (exc,))?;
-                }
-                Ok(())
-            }
-            Ok(done) => {
-                Self::maybe_resume_protocol(slf)?;
-                if !done || !this.queue.borrow(py).is_empty() {
-                    return Ok(());
-                }
-                Self::remove_interest(slf, WRITABLE)?;
-                let waiter = this
-                    .empty_waiter
-                    .borrow(py)
-                    .as_ref()
-                    .map(|w| w.clone_ref(py));
-                if let Some(waiter) = waiter {
-                    waiter.call_method1(py, "set_result", (py.None(),))?;
-                }
-                if this.closing.get(py) {
-                    this.conn_lost.set(py, this.conn_lost.get(py) + 1);
-                    Self::call_transport(slf, "_call_connection_lost", (py.None(),))
-                } else if this.eof.get(py) {
-                    // As asyncio's sock.shutdown(SHUT_WR): a failure here propagates.
-                    syscall::shutdown_write(this.fd).map_err(errno_error)
-                } else {
-                    Ok(())
-                }
-            }
+        Self::maybe_resume_protocol(slf)?;
+        if !this.write_buffer_empty(py) {
+            return Ok(());
         }
+        let waiter = this
+            .empty_waiter
+            .borrow(py)
+            .as_ref()
+            .map(|w| w.clone_ref(py));
+        if let Some(waiter) = waiter {
+            waiter.call_method1(py, pyo3::intern!(py, "set_result"), (py.None(),))?;
+        }
+        let flags = this.flags.get(py);
+        if flags.closing {
+            if this.conn_lost.get(py) == 0 {
+                this.conn_lost.set(py, 1);
+                Self::call_connection_lost(slf, None)?;
+            }
+        } else if flags.eof {
+            Self::shutdown(slf)?;
+        }
+        Ok(())
     }
 
-    /// Outcome of a protocol callback run from the read path.
-    fn check_protocol_call(
-        slf: &Bound<'_, Self>,
-        result: PyResult<()>,
-        message: &str,
-    ) -> PyResult<()> {
+    /// A protocol callback's outcome: its failure is the transport's fatal error.
+    fn protocol_result(slf: &Bound<'_, Self>, result: PyResult<()>, message: &str) -> PyResult<()> {
         match result {
             Ok(()) => Ok(()),
-            Err(err) => match Failure::classify(slf.py(), err) {
-                Failure::Escape(err) => Err(err),
-                Failure::Fatal(err) => Self::fatal_error(slf, err, message),
-            },
+            Err(err) if escapes(slf.py(), &err) => Err(err),
+            Err(err) => Self::fatal_error(slf, err, message),
         }
     }
 
@@ -408,29 +684,14 @@ impl StreamTransport {
         }
     }
 
-    fn protocol_call<'py>(
-        slf: &Bound<'py, Self>,
-        name: &str,
-        args: impl pyo3::call::PyCallArgs<'py>,
-    ) -> PyResult<()> {
-        Self::protocol_method(slf, name)?.call1(args).map(drop)
-    }
-
-    /// Calls a method of the Python transport (the once-per-connection and error paths).
+    /// Calls a method of the Python transport (error reports and debug logs: rare paths).
     fn call_transport<'py>(
         slf: &Bound<'py, Self>,
         name: &str,
         args: impl pyo3::call::PyCallArgs<'py>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let transport = slf
-            .get()
-            .transport
-            .borrow(py)
-            .as_ref()
-            .map(|t| t.clone_ref(py));
-        match transport {
-            Some(transport) => transport.bind(py).call_method1(name, args).map(drop),
+        match slf.get().transport(slf.py()) {
+            Some(transport) => transport.bind(slf.py()).call_method1(name, args).map(drop),
             None => Ok(()),
         }
     }
@@ -451,60 +712,183 @@ impl StreamTransport {
         Ok(())
     }
 
-    fn set_interest(slf: &Bound<'_, Self>, interest: u32) -> PyResult<()> {
+    // ---- reading ---------------------------------------------------------------------------
+
+    fn read_start(slf: &Bound<'_, Self>) {
         let py = slf.py();
         let this = slf.get();
-        if this.interest.get(py) == interest {
+        let flags = this.flags.get(py);
+        if flags.stop_after_read {
+            // Stopped and restarted within one alloc callback: libuv never stopped.
+            this.update_flags(py, |f| {
+                f.stop_after_read = false;
+                f.reading = true;
+            });
+            return;
+        }
+        if flags.reading {
+            return;
+        }
+        // ENOTCONN after end of stream (asyncio would see the EOF again; nothing to do).
+        if this.with_stream(py, |s| s.read_start()) == Some(Ok(())) {
+            this.update_flags(py, |f| f.reading = true);
+        }
+    }
+
+    fn read_stop(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let this = slf.get();
+        let flags = this.flags.get(py);
+        if !flags.reading {
+            return;
+        }
+        if flags.in_alloc {
+            // libuv calls the read callback right after alloc; stopping now would leave it
+            // without one.
+            this.update_flags(py, |f| {
+                f.reading = false;
+                f.stop_after_read = true;
+            });
+            return;
+        }
+        this.with_stream(py, Stream::read_stop);
+        this.update_flags(py, |f| f.reading = false);
+    }
+
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        let flags = self.flags.get(py);
+        !flags.paused && !flags.closing
+    }
+
+    // ---- writing ---------------------------------------------------------------------------
+
+    fn write_buffer_size(&self, py: Python<'_>) -> usize {
+        let in_libuv = if self.conn_lost.get(py) == 0 {
+            self.with_stream(py, Stream::write_queue_size).unwrap_or(0)
+        } else {
+            0
+        };
+        self.pending_size.get(py) + in_libuv
+    }
+
+    fn write_buffer_empty(&self, py: Python<'_>) -> bool {
+        self.writes_in_flight.get(py) == 0 && self.pending.borrow(py).is_empty()
+    }
+
+    fn drop_pending(&self, py: Python<'_>) {
+        let dropped = std::mem::take(&mut *self.pending.borrow_mut(py));
+        self.pending_size.set(py, 0);
+        drop(dropped);
+    }
+
+    /// asyncio's `write` checks and the immediate send; `chunks` are written in order.
+    fn write_chunks(slf: &Bound<'_, Self>, chunks: Vec<Chunk>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let lost = this.conn_lost.get(py);
+        if lost > 0 {
+            if lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+                python::log_warning(py, "socket.send() raised exception.")?;
+            }
+            this.conn_lost.set(py, lost + 1);
             return Ok(());
         }
-        let me = super::IoTarget::Stream(slf.clone().unbind());
-        this.event_loop
-            .get()
-            .set_stream_interest(py, this.fd, &me, interest)?;
-        this.interest.set(py, interest);
-        Ok(())
-    }
-
-    fn add_interest(slf: &Bound<'_, Self>, side: u32) -> PyResult<()> {
-        let interest = slf.get().interest.get(slf.py());
-        Self::set_interest(slf, interest | side)
-    }
-
-    fn remove_interest(slf: &Bound<'_, Self>, side: u32) -> PyResult<()> {
-        let interest = slf.get().interest.get(slf.py());
-        Self::set_interest(slf, interest & !side)
-    }
-
-    /// Asks the loop to call the Python transport's `_call_connection_lost(exc)` soon.
-    fn connection_lost_soon(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
-        let py = slf.py();
-        let transport = slf
-            .get()
-            .transport
-            .borrow(py)
-            .as_ref()
-            .map(|t| t.clone_ref(py));
-        let Some(transport) = transport else {
-            return Ok(());
+        if !this.write_buffer_empty(py) {
+            let added: usize = chunks.iter().map(|c| c.bytes(py).len()).sum();
+            this.pending.borrow_mut(py).extend(chunks);
+            this.pending_size.set(py, this.pending_size.get(py) + added);
+            return Self::maybe_pause_protocol(slf);
+        }
+        let sent = {
+            let bufs: Vec<sys::uv_buf_t> = chunks.iter().map(|c| buf(c.bytes(py))).collect();
+            this.with_stream(py, |s| s.try_write(&bufs))
         };
-        let callback = transport
-            .bind(py)
-            .getattr(pyo3::intern!(py, "_call_connection_lost"))?;
-        slf.get()
-            .event_loop
-            .bind(py)
-            .call_method1(pyo3::intern!(py, "call_soon"), (callback, exc))?;
-        Ok(())
+        let mut sent = match sent {
+            Some(Ok(n)) => n,
+            Some(Err(err)) => {
+                return Self::fatal_error(slf, err.into(), "Fatal write error on socket transport")
+            }
+            None => return Ok(()),
+        };
+        // What try_write did not take becomes one write request.
+        let mut rest = Vec::with_capacity(chunks.len());
+        let mut bufs = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let len = chunk.bytes(py).len();
+            if sent >= len {
+                sent -= len;
+                continue;
+            }
+            bufs.push(buf(&chunk.bytes(py)[sent..]));
+            sent = 0;
+            rest.push(chunk);
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        if let Err(err) = Self::submit(slf, &bufs, rest) {
+            return Self::fatal_error(slf, err.into(), "Fatal write error on socket transport");
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    /// Hands libuv a write request for `bufs`, which point into `chunks`.
+    fn submit(
+        slf: &Bound<'_, Self>,
+        bufs: &[sys::uv_buf_t],
+        chunks: Vec<Chunk>,
+    ) -> Result<(), UvError> {
+        let py = slf.py();
+        let this = slf.get();
+        let result = this
+            .with_stream(py, |s| s.write(bufs, chunks))
+            .unwrap_or(Err(UvError(sys::uv_errno_t_UV_EBADF)));
+        if result.is_ok() {
+            this.writes_in_flight
+                .set(py, this.writes_in_flight.get(py) + 1);
+        }
+        result
+    }
+
+    /// Hands everything pending to libuv, in requests of at most MAX_WRITE_BUFS chunks.
+    fn submit_pending(slf: &Bound<'_, Self>) -> Result<(), UvError> {
+        let py = slf.py();
+        let this = slf.get();
+        loop {
+            let chunks: Vec<Chunk> = {
+                let mut pending = this.pending.borrow_mut(py);
+                let take = pending.len().min(MAX_WRITE_BUFS);
+                pending.drain(..take).collect()
+            };
+            if chunks.is_empty() {
+                return Ok(());
+            }
+            let size: usize = chunks.iter().map(|c| c.bytes(py).len()).sum();
+            this.pending_size
+                .set(py, this.pending_size.get(py).saturating_sub(size));
+            let bufs: Vec<sys::uv_buf_t> = chunks.iter().map(|c| buf(c.bytes(py))).collect();
+            Self::submit(slf, &bufs, chunks)?;
+        }
+    }
+
+    fn shutdown(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        match slf.get().with_stream(py, Stream::shutdown) {
+            Some(Err(err)) if err.0 != sys::uv_errno_t_UV_ENOTCONN => Err(err.into()),
+            _ => Ok(()),
+        }
     }
 
     /// asyncio's `_FlowControlMixin._maybe_pause_protocol`.
     fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        if this.queue.borrow(py).size() <= this.high_water.get(py) || this.protocol_paused.get(py) {
+        if this.flags.get(py).protocol_paused
+            || this.write_buffer_size(py) <= this.high_water.get(py)
+        {
             return Ok(());
         }
-        this.protocol_paused.set(py, true);
+        this.update_flags(py, |f| f.protocol_paused = true);
         Self::flow_control_call(slf, "pause_writing")
     }
 
@@ -512,43 +896,43 @@ impl StreamTransport {
     fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        if !this.protocol_paused.get(py) || this.queue.borrow(py).size() > this.low_water.get(py) {
+        if !this.flags.get(py).protocol_paused
+            || this.write_buffer_size(py) > this.low_water.get(py)
+        {
             return Ok(());
         }
-        this.protocol_paused.set(py, false);
+        this.update_flags(py, |f| f.protocol_paused = false);
         Self::flow_control_call(slf, "resume_writing")
     }
 
     fn flow_control_call(slf: &Bound<'_, Self>, name: &str) -> PyResult<()> {
-        match Self::protocol_call(slf, name, ()) {
-            Ok(()) => Ok(()),
-            Err(err) => match Failure::classify(slf.py(), err) {
-                Failure::Escape(err) => Err(err),
-                Failure::Fatal(err) => Self::call_transport(
-                    slf,
-                    "_report_protocol_error",
-                    (
-                        format!("protocol.{name}() failed"),
-                        err.into_value(slf.py()),
-                    ),
-                ),
-            },
+        let py = slf.py();
+        match Self::protocol_method(slf, name).and_then(|m| m.call0()) {
+            Ok(_) => Ok(()),
+            Err(err) if escapes(py, &err) => Err(err),
+            Err(err) => Self::call_transport(
+                slf,
+                "_report_protocol_error",
+                (format!("protocol.{name}() failed"), err.into_value(py)),
+            ),
         }
     }
 
+    // ---- closing ---------------------------------------------------------------------------
+
     /// asyncio's `_SelectorTransport.close`.
-    fn close_transport(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        if this.closing.get(py) {
+        if this.flags.get(py).closing {
             return Ok(());
         }
-        this.closing.set(py, true);
-        Self::remove_interest(slf, READABLE)?;
-        if this.queue.borrow(py).is_empty() {
+        this.update_flags(py, |f| f.closing = true);
+        Self::read_stop(slf);
+        drop(std::mem::take(&mut *this.held.borrow_mut(py)));
+        if this.write_buffer_empty(py) {
             this.conn_lost.set(py, this.conn_lost.get(py) + 1);
-            Self::remove_interest(slf, WRITABLE)?;
-            Self::connection_lost_soon(slf, None)?;
+            Self::queue(slf, StreamEvent::ConnectionLost(None));
         }
         Ok(())
     }
@@ -560,53 +944,84 @@ impl StreamTransport {
         if this.conn_lost.get(py) > 0 {
             return Ok(());
         }
-        if !this.queue.borrow(py).is_empty() {
-            let dropped = this.queue.borrow_mut(py).take();
-            drop(dropped);
-            Self::remove_interest(slf, WRITABLE)?;
+        this.drop_pending(py);
+        if !this.flags.get(py).closing {
+            this.update_flags(py, |f| f.closing = true);
+            Self::read_stop(slf);
         }
-        if !this.closing.get(py) {
-            this.closing.set(py, true);
-            Self::remove_interest(slf, READABLE)?;
-        }
+        drop(std::mem::take(&mut *this.held.borrow_mut(py)));
         this.conn_lost.set(py, this.conn_lost.get(py) + 1);
-        Self::connection_lost_soon(slf, exc)
+        Self::queue(slf, StreamEvent::ConnectionLost(exc));
+        Ok(())
     }
 
-    /// asyncio's `write` checks and the immediate send; `chunk` is queued with what was sent.
-    fn write_chunk(slf: &Bound<'_, Self>, chunk: Chunk) -> PyResult<()> {
+    /// asyncio's `_call_connection_lost`: the protocol hears of it, then the handle closes and
+    /// the transport lets go of the protocol, the server and the sendfile waiter.
+    fn call_connection_lost(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let lost = this.conn_lost.get(py);
-        if lost > 0 {
-            if lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
-                python::log_warning(py, "socket.send() raised exception.")?;
-            }
-            this.conn_lost.set(py, lost + 1);
+        if this.stream.borrow(py).is_none() {
             return Ok(());
         }
-        let mut sent = 0;
-        if this.queue.borrow(py).is_empty() {
-            match syscall::send(this.fd, chunk.bytes(py)) {
-                Ok(n) if n == chunk.bytes(py).len() => return Ok(()),
-                Ok(n) => sent = n,
-                Err(libc::EAGAIN) => {}
-                Err(errno) => {
-                    return Self::fatal_error(
-                        slf,
-                        errno_error(errno),
-                        "Fatal write error on socket transport",
-                    )
+        let method = Self::protocol_method(slf, "connection_lost");
+        let result = method.and_then(|m| {
+            m.call1((exc,)).map(drop).or_else(|err| {
+                if escapes(py, &err) {
+                    return Err(err);
                 }
+                python::report_protocol_callback_error(py, this.event_loop.bind(py), &m, err)
+            })
+        });
+        Self::close_handle(slf);
+        let server = this.server.take(py);
+        let transport = this.transport.take(py);
+        let protocol = this.protocol.take(py);
+        let waiter = this.empty_waiter.take(py);
+        let detached = match (server, &transport) {
+            (Some(server), Some(transport)) => {
+                python::server_detach(py, server.bind(py), transport.bind(py))
             }
-            Self::add_interest(slf, WRITABLE)?;
+            _ => Ok(()),
+        };
+        drop((transport, protocol));
+        let failed_waiter = match waiter {
+            Some(waiter) => {
+                let err =
+                    pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
+                waiter
+                    .call_method1(
+                        py,
+                        pyo3::intern!(py, "set_exception"),
+                        (err.into_value(py),),
+                    )
+                    .map(drop)
+            }
+            None => Ok(()),
+        };
+        result.and(detached).and(failed_waiter)
+    }
+
+    /// Closes the libuv handle (and with it the descriptor), once.
+    fn close_handle(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let this = slf.get();
+        let Some(stream) = this.stream.take(py) else {
+            return;
+        };
+        // The socket object must not close the descriptor a second time.
+        if let Some(sock) = this.sock.borrow(py).as_ref() {
+            let _ = sock.call_method0(py, pyo3::intern!(py, "detach"));
         }
-        this.queue.borrow_mut(py).push(chunk, sent, py);
-        Self::maybe_pause_protocol(slf)
+        this.event_loop.get().forget_transport(py, this.fd, slf);
+        drop(this.read_target.replace(py, ReadTarget::None));
+        drop(this.buffered_read.take(py));
+        drop(std::mem::take(&mut *this.held.borrow_mut(py)));
+        this.drop_pending(py);
+        drop(stream);
     }
 
     fn check_writable(&self, py: Python<'_>, method: &str) -> PyResult<()> {
-        if self.eof.get(py) {
+        if self.flags.get(py).eof {
             return Err(PyRuntimeError::new_err(format!(
                 "Cannot call {method}() after write_eof()"
             )));
@@ -618,6 +1033,317 @@ impl StreamTransport {
         }
         Ok(())
     }
+
+    // ---- the transport's methods (see socket_transport) ------------------------------------
+
+    pub fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let chunk = chunk_of(data)?;
+        slf.get().check_writable(slf.py(), "write")?;
+        if chunk.bytes(slf.py()).is_empty() {
+            return Ok(());
+        }
+        Self::write_chunks(slf, vec![chunk])
+    }
+
+    pub fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        #[cfg(Py_3_12)]
+        slf.get().check_writable(py, "writelines")?;
+        let mut chunks = Vec::new();
+        for data in list_of_data.try_iter()? {
+            let chunk = chunk_of(&data?)?;
+            if !chunk.bytes(py).is_empty() {
+                chunks.push(chunk);
+            }
+        }
+        #[cfg(not(Py_3_12))]
+        slf.get().check_writable(py, "write")?;
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        Self::write_chunks(slf, chunks)
+    }
+
+    pub fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let flags = this.flags.get(py);
+        if flags.closing || flags.eof {
+            return Ok(());
+        }
+        this.update_flags(py, |f| f.eof = true);
+        if this.write_buffer_empty(py) {
+            Self::shutdown(slf)?;
+        }
+        Ok(())
+    }
+
+    pub fn close_method(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::close(slf)
+    }
+
+    pub fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::force_close(slf, None)
+    }
+
+    pub fn force_close_method(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
+        Self::force_close(slf, exc)
+    }
+
+    pub fn is_closing(&self, py: Python<'_>) -> bool {
+        self.flags.get(py).closing
+    }
+
+    pub fn is_reading_method(&self, py: Python<'_>) -> bool {
+        self.is_reading(py)
+    }
+
+    pub fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if !this.is_reading(py) {
+            return Ok(());
+        }
+        this.update_flags(py, |f| f.paused = true);
+        Self::read_stop(slf);
+        Self::debug_log(slf, "pauses reading")
+    }
+
+    pub fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let flags = this.flags.get(py);
+        if flags.closing || !flags.paused {
+            return Ok(());
+        }
+        this.update_flags(py, |f| f.paused = false);
+        // What arrived while paused goes first, in order, where a new read would go.
+        let held = std::mem::take(&mut *this.held.borrow_mut(py));
+        if held.is_empty() {
+            Self::read_start(slf);
+        } else {
+            this.update_flags(py, |f| f.read_queued = true);
+            for event in held {
+                Self::queue(slf, event);
+            }
+            Self::queue(slf, StreamEvent::StartReading);
+        }
+        Self::debug_log(slf, "resumes reading")
+    }
+
+    pub fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.write_buffer_size(py)
+    }
+
+    pub fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
+        (self.low_water.get(py), self.high_water.get(py))
+    }
+
+    pub fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
+        match self.protocol.borrow(py).as_ref() {
+            Some(protocol) => protocol.obj.clone_ref(py),
+            None => py.None(),
+        }
+    }
+
+    pub fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let new = Protocol::new(protocol)?;
+        drop(self.protocol.replace(protocol.py(), Some(new)));
+        Ok(())
+    }
+
+    /// `get_extra_info(name, default)`: the socket, its names (looked up once, on first use),
+    /// or what was given as `extra`.
+    pub fn get_extra_info(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyAny>,
+        default: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if let Some(extra) = this.extra.borrow(py).as_ref() {
+            if let Some(value) = extra.bind(py).get_item(name)? {
+                return Ok(value.unbind());
+            }
+        }
+        let value = match name.extract::<&str>().ok() {
+            Some("socket") => Self::transport_socket(slf)?,
+            Some(which @ ("sockname" | "peername")) => Self::socket_name(slf, which)?,
+            _ => None,
+        };
+        match value {
+            Some(value) => {
+                let extra = {
+                    let mut extra = this.extra.borrow_mut(py);
+                    extra
+                        .get_or_insert_with(|| PyDict::new(py).unbind())
+                        .clone_ref(py)
+                };
+                extra.bind(py).set_item(name, &value)?;
+                Ok(value)
+            }
+            None => Ok(default.map_or_else(|| py.None(), |d| d.clone().unbind())),
+        }
+    }
+
+    /// The socket object (the one given, or one made now for the descriptor libuv owns).
+    pub fn socket(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let this = slf.get();
+        if let Some(sock) = this.sock.borrow(py).as_ref() {
+            return Ok(Some(sock.clone_ref(py)));
+        }
+        if this.stream.borrow(py).is_none() {
+            return Ok(None);
+        }
+        let sock = python::socket_for_fd(py, this.fd, this.flags.get(py).tcp)?;
+        drop(this.sock.replace(py, Some(sock.clone_ref(py))));
+        Ok(Some(sock))
+    }
+
+    fn transport_socket(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        match Self::socket(slf)? {
+            Some(sock) => Ok(Some(python::transport_socket(py, sock.bind(py))?.unbind())),
+            None => Ok(None),
+        }
+    }
+
+    /// `sock.getsockname()` / `sock.getpeername()`; None (not cached) once the socket is closed
+    /// or when the call fails, as asyncio stores None then.
+    fn socket_name(slf: &Bound<'_, Self>, which: &str) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let Some(sock) = Self::socket(slf)? else {
+            return Ok(None);
+        };
+        let method = if which == "sockname" {
+            pyo3::intern!(py, "getsockname")
+        } else {
+            pyo3::intern!(py, "getpeername")
+        };
+        match sock.call_method0(py, method) {
+            Ok(name) => Ok(Some(name)),
+            Err(err) if err.is_instance_of::<pyo3::exceptions::PyOSError>(py) => {
+                Ok(Some(py.None()))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    pub fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {
+        let py = slf.py();
+        slf.get().high_water.set(py, high);
+        slf.get().low_water.set(py, low);
+        Self::maybe_pause_protocol(slf)
+    }
+
+    pub fn make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.empty_waiter.borrow(py).is_some() {
+            return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+        }
+        let waiter = this
+            .event_loop
+            .bind(py)
+            .call_method0(pyo3::intern!(py, "create_future"))?
+            .unbind();
+        drop(this.empty_waiter.replace(py, Some(waiter.clone_ref(py))));
+        if this.write_buffer_empty(py) {
+            waiter.call_method1(py, pyo3::intern!(py, "set_result"), (py.None(),))?;
+        }
+        Ok(waiter)
+    }
+
+    /// sendfile is writing on the socket itself (so sock_* may use it meanwhile).
+    pub fn sendfile_in_progress(&self, py: Python<'_>) -> bool {
+        self.empty_waiter.borrow(py).is_some()
+    }
+
+    pub fn reset_empty_waiter(&self, py: Python<'_>) {
+        drop(self.empty_waiter.take(py));
+    }
+
+    pub fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        // SAFETY: tp_traverse runs with the GIL held by the collector.
+        let py = unsafe { Python::assume_attached() };
+        visit.call(&self.event_loop)?;
+        visit.call(&self.context)?;
+        for cell in [
+            &self.transport,
+            &self.sock,
+            &self.server,
+            &self.empty_waiter,
+        ] {
+            if let Some(obj) = cell.try_borrow(py) {
+                if let Some(obj) = &*obj {
+                    visit.call(obj)?;
+                }
+            }
+        }
+        if let Some(extra) = self.extra.try_borrow(py) {
+            if let Some(extra) = &*extra {
+                visit.call(extra)?;
+            }
+        }
+        if let Some(protocol) = self.protocol.try_borrow(py) {
+            if let Some(protocol) = &*protocol {
+                visit.call(&protocol.obj)?;
+                match &protocol.read {
+                    ReadPath::Data(Some(method)) => visit.call(method)?,
+                    ReadPath::Buffered(Some((get, updated))) => {
+                        visit.call(get)?;
+                        visit.call(updated)?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(read) = self.buffered_read.try_borrow(py) {
+            if let Some(read) = &*read {
+                visit.call(&read.updated)?;
+            }
+        }
+        if let Some(pending) = self.pending.try_borrow(py) {
+            for chunk in pending.iter() {
+                if let Chunk::Shared(bytes) = chunk {
+                    visit.call(bytes)?;
+                }
+            }
+        }
+        if let Some(held) = self.held.try_borrow(py) {
+            for event in held.iter() {
+                event.visit(visit)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn visit_event(
+        event: &StreamEvent,
+        visit: &pyo3::PyVisit<'_>,
+    ) -> Result<(), pyo3::PyTraverseError> {
+        event.visit(visit)
+    }
+}
+
+/// Runs `body` with `context` entered (a `contextvars.Context`).
+fn in_context<R>(
+    py: Python<'_>,
+    context: &Py<PyAny>,
+    body: impl FnOnce() -> PyResult<R>,
+) -> PyResult<R> {
+    // SAFETY: GIL held; `context` is a live contextvars.Context; Enter and Exit are paired.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let result = body();
+    // SAFETY: paired with the Enter above, on the same thread.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
+        let exit_err = PyErr::fetch(py);
+        return result.and(Err(exit_err));
+    }
+    result
 }
 
 /// The bytes of what `write()` accepts: bytes (kept), bytearray and memoryview (copied).
@@ -637,160 +1363,23 @@ pub fn chunk_of(data: &Bound<'_, PyAny>) -> PyResult<Chunk> {
 }
 
 #[pymethods]
-impl StreamTransport {
-    #[new]
-    fn py_new(
-        event_loop: Py<Loop>,
-        fd: c_int,
-        protocol: &Bound<'_, PyAny>,
-        transport: Py<PyAny>,
-        context: Py<PyAny>,
-    ) -> PyResult<Self> {
-        Ok(Self {
-            event_loop,
-            fd,
-            transport: GilRefCell::new(Some(transport)),
-            protocol: GilRefCell::new(Some(Protocol::new(protocol)?)),
-            context,
-            interest: GilCell::new(0),
-            direct_reads: GilCell::new(false),
-            closing: GilCell::new(false),
-            eof: GilCell::new(false),
-            paused: GilCell::new(false),
-            protocol_paused: GilCell::new(false),
-            conn_lost: GilCell::new(0),
-            queue: GilRefCell::new(WriteQueue::default()),
-            high_water: GilCell::new(64 * 1024),
-            low_water: GilCell::new(16 * 1024),
-            empty_waiter: GilRefCell::new(None),
-        })
-    }
-
-    /// Starts reading (scheduled right after connection_made, as asyncio does).
-    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if !Self::is_reading(slf.get(), slf.py()) {
-            return Ok(());
-        }
-        Self::add_interest(slf, READABLE)
-    }
-
-    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let chunk = chunk_of(data)?;
-        slf.get().check_writable(slf.py(), "write")?;
-        if chunk.bytes(slf.py()).is_empty() {
-            return Ok(());
-        }
-        Self::write_chunk(slf, chunk)
-    }
-
-    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        #[cfg(Py_3_12)]
-        slf.get().check_writable(py, "writelines")?;
-        let mut joined = Vec::new();
-        for data in list_of_data.try_iter()? {
-            let data = data?;
-            joined.extend_from_slice(chunk_of(&data)?.bytes(py));
-        }
-        #[cfg(not(Py_3_12))]
-        slf.get().check_writable(py, "write")?;
-        if joined.is_empty() {
-            return Ok(());
-        }
-        Self::write_chunk(slf, Chunk::Owned(joined))
-    }
-
-    fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
-        if self.closing.get(py) || self.eof.get(py) {
-            return Ok(());
-        }
-        self.eof.set(py, true);
-        if self.queue.borrow(py).is_empty() {
-            syscall::shutdown_write(self.fd).map_err(errno_error)?;
-        }
-        Ok(())
-    }
-
-    fn can_write_eof(&self) -> bool {
-        true
-    }
-
-    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::close_transport(slf)
-    }
-
-    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::force_close(slf, None)
-    }
-
-    #[pyo3(signature = (exc=None))]
-    fn _force_close(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
-        Self::force_close(slf, exc)
-    }
-
-    fn is_closing(&self, py: Python<'_>) -> bool {
-        self.closing.get(py)
-    }
-
-    fn is_reading(&self, py: Python<'_>) -> bool {
-        !self.paused.get(py) && !self.closing.get(py)
-    }
-
-    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        if !this.is_reading(py) {
-            return Ok(());
-        }
-        this.paused.set(py, true);
-        Self::remove_interest(slf, READABLE)?;
-        Self::debug_log(slf, "pauses reading")
-    }
-
-    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        if this.closing.get(py) || !this.paused.get(py) {
-            return Ok(());
-        }
-        this.paused.set(py, false);
-        Self::add_interest(slf, READABLE)?;
-        Self::debug_log(slf, "resumes reading")
-    }
-
-    /// Sets the watermarks (already checked by the Python transport) and applies them.
-    fn _set_write_buffer_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {
-        let py = slf.py();
-        slf.get().high_water.set(py, high);
-        slf.get().low_water.set(py, low);
-        Self::maybe_pause_protocol(slf)
-    }
-
-    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
-        self.queue.borrow(py).size()
-    }
-
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
-        (self.low_water.get(py), self.high_water.get(py))
-    }
-
-    fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
-        match self.protocol.borrow(py).as_ref() {
-            Some(protocol) => protocol.obj.clone_ref(py),
-            None => py.None(),
-        }
-    }
-
-    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let new = Protocol::new(protocol)?;
-        let old = self.protocol.replace(protocol.py(), Some(new));
-        drop(old);
-        Ok(())
+impl StreamCore {
+    /// `(fd, closed, closing, reading, writing, bufsize)` for the Python transport's repr.
+    fn _repr_info(&self, py: Python<'_>) -> (c_int, bool, bool, bool, bool, usize) {
+        let flags = self.flags.get(py);
+        (
+            self.fd,
+            self.stream.borrow(py).is_none(),
+            flags.closing,
+            flags.reading,
+            !self.write_buffer_empty(py),
+            self.write_buffer_size(py),
+        )
     }
 
     #[getter]
     fn _protocol_paused(&self, py: Python<'_>) -> bool {
-        self.protocol_paused.get(py)
+        self.flags.get(py).protocol_paused
     }
 
     #[getter]
@@ -799,64 +1388,29 @@ impl StreamTransport {
     }
 
     #[getter]
-    fn _eof(&self, py: Python<'_>) -> bool {
-        self.eof.get(py)
+    fn _loop(&self, py: Python<'_>) -> Option<Py<Loop>> {
+        self.transport
+            .borrow(py)
+            .as_ref()
+            .map(|_| self.event_loop.clone_ref(py))
     }
 
-    #[setter(_empty_waiter)]
-    fn set_empty_waiter(&self, py: Python<'_>, waiter: Option<Py<PyAny>>) {
-        let old = self.empty_waiter.replace(py, waiter);
-        drop(old);
+    #[getter]
+    fn _sock(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        Self::socket(slf)
     }
 
-    /// After connection_lost: drops the protocol and the Python transport (breaking their
-    /// cycle) and fails a pending sendfile wait.
-    fn _connection_lost(&self, py: Python<'_>) -> PyResult<()> {
-        let waiter = self.empty_waiter.take(py);
-        let protocol = self.protocol.take(py);
-        let transport = self.transport.take(py);
-        drop((protocol, transport));
-        if let Some(waiter) = waiter {
-            let err = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
-            waiter.call_method1(py, "set_exception", (err.into_value(py),))?;
-        }
-        Ok(())
+    #[getter]
+    fn _sock_fd(&self) -> c_int {
+        self.fd
+    }
+
+    fn _set_write_buffer_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {
+        Self::set_write_buffer_limits(slf, high, low)
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        // SAFETY: tp_traverse runs with the GIL held by the collector.
-        let py = unsafe { Python::assume_attached() };
-        visit.call(&self.event_loop)?;
-        visit.call(&self.context)?;
-        if let Some(transport) = self.transport.try_borrow(py) {
-            if let Some(transport) = &*transport {
-                visit.call(transport)?;
-            }
-        }
-        if let Some(protocol) = self.protocol.try_borrow(py) {
-            if let Some(protocol) = &*protocol {
-                visit.call(&protocol.obj)?;
-                match &protocol.read {
-                    ReadPath::Data(method) => {
-                        if let Some(method) = method {
-                            visit.call(method)?;
-                        }
-                    }
-                    ReadPath::Buffered(methods) => {
-                        if let Some((get, updated)) = methods {
-                            visit.call(get)?;
-                            visit.call(updated)?;
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(waiter) = self.empty_waiter.try_borrow(py) {
-            if let Some(waiter) = &*waiter {
-                visit.call(waiter)?;
-            }
-        }
-        Ok(())
+        self.traverse(&visit)
     }
 
     fn __clear__(&self) {
@@ -865,5 +1419,8 @@ impl StreamTransport {
         drop(self.transport.take(py));
         drop(self.protocol.take(py));
         drop(self.empty_waiter.take(py));
+        drop(self.extra.take(py));
+        drop(self.server.take(py));
+        drop(std::mem::take(&mut *self.held.borrow_mut(py)));
     }
 }

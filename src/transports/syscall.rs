@@ -35,19 +35,21 @@ pub fn send(fd: c_int, data: &[u8]) -> Result<usize, c_int> {
     retry(|| unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) })
 }
 
-/// `recvfrom` into `buf`, with the sender's address in `storage`.
+/// `recvfrom` into the `len` writable bytes at `buf`, with the sender's address in `storage`.
 pub fn recvfrom(
     fd: c_int,
-    buf: &mut [u8],
+    buf: *mut u8,
+    len: usize,
     storage: &mut libc::sockaddr_storage,
     storage_len: &mut libc::socklen_t,
 ) -> Result<usize, c_int> {
-    // SAFETY: the buffer and the address storage are valid for the sizes given.
+    // SAFETY: the caller passes `len` writable bytes at `buf`; the address storage is valid for
+    // its size.
     retry(|| unsafe {
         libc::recvfrom(
             fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
+            buf.cast(),
+            len,
             0,
             (storage as *mut libc::sockaddr_storage).cast(),
             storage_len,
@@ -86,21 +88,10 @@ pub fn sendto(fd: c_int, data: &[u8], address: &SocketAddress) -> Result<usize, 
     })
 }
 
-/// One vectored send of the buffers in `iovecs`.
-pub fn sendmsg(fd: c_int, iovecs: &[libc::iovec]) -> Result<usize, c_int> {
-    // SAFETY: msghdr is plain C data; zeroed means no address, no control data, no flags.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iovecs.as_ptr().cast_mut();
-    msg.msg_iovlen = iovecs.len() as _;
-    // SAFETY: every iovec points into a buffer the caller keeps alive across the call, and the
-    // kernel only reads them.
-    retry(|| unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })
-}
-
-/// `read` into `buf`: Ok(0) at end of file.
-pub fn read(fd: c_int, buf: &mut [u8]) -> Result<usize, c_int> {
-    // SAFETY: `buf` is valid for writes of its length.
-    retry(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+/// `read` into the `len` writable bytes at `buf`: Ok(0) at end of file.
+pub fn read(fd: c_int, buf: *mut u8, len: usize) -> Result<usize, c_int> {
+    // SAFETY: the caller passes `len` writable bytes at `buf`; read writes at most that many.
+    retry(|| unsafe { libc::read(fd, buf.cast(), len) })
 }
 
 /// One vectored write of the buffers in `iovecs` (pipes, which take no sendmsg).
@@ -108,10 +99,4 @@ pub fn writev(fd: c_int, iovecs: &[libc::iovec]) -> Result<usize, c_int> {
     // SAFETY: every iovec points into a buffer the caller keeps alive across the call, and the
     // kernel only reads them.
     retry(|| unsafe { libc::writev(fd, iovecs.as_ptr(), iovecs.len() as c_int) })
-}
-
-/// `shutdown(fd, SHUT_WR)`.
-pub fn shutdown_write(fd: c_int) -> Result<(), c_int> {
-    // SAFETY: plain system call on a descriptor number.
-    retry(|| unsafe { libc::shutdown(fd, libc::SHUT_WR) } as isize).map(drop)
 }

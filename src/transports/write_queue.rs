@@ -18,10 +18,6 @@ pub struct WriteQueue {
 }
 
 impl WriteQueue {
-    pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
-    }
-
     /// Bytes still to send (`get_write_buffer_size()`).
     pub fn size(&self) -> usize {
         self.size

@@ -166,6 +166,31 @@ impl UvLoop {
         self.closed.get()
     }
 
+    /// Closed, with every handle closed first (libuv let go of the loop).
+    pub fn closed_cleanly(&self) -> bool {
+        self.closed.get() && self.freeable.get()
+    }
+
+    /// Asks the owner of every handle made with `Handle::new_owned` that is still open to close
+    /// it (transports, servers, processes the program did not close before the loop).
+    pub fn close_owned_handles(&self, py: Python<'_>) {
+        if self.closed.get() {
+            return;
+        }
+        unsafe extern "C" fn close_one(handle: *mut sys::uv_handle_t, arg: *mut c_void) {
+            // SAFETY: uv_walk passes live handles of this loop, all made through `Handle`, and
+            // the `arg` given below; the GIL is held by the thread walking.
+            unsafe {
+                let py = Python::assume_attached();
+                let _ = arg;
+                super::handle::close_if_owned(handle, py);
+            }
+        }
+        // SAFETY: valid loop; closing a handle during the walk only marks it closing.
+        unsafe { sys::uv_walk(self.as_ptr(), Some(close_one), ptr::null_mut()) };
+        let _ = py;
+    }
+
     /// How many libuv handles are open (not closing); 0 once the loop is closed.
     pub fn open_handles(&self) -> usize {
         if self.closed.get() {

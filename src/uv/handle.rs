@@ -1,12 +1,19 @@
 //! Ownership of libuv handles.
 //!
 //! A `Handle<H, D>` owns one heap allocation holding the libuv struct `H` followed by the Rust state
-//! `D` its callbacks use. The allocation is released only by libuv's close callback, after the last
-//! callback for the handle has run; `close` (or `Drop`) is the single path there, so a handle is
-//! closed exactly once and never freed while libuv still knows it.
+//! `D` its callbacks use; `handle->data` points at that state, so a callback finds it from any
+//! pointer to the handle (`uv_stream_t*` for a TCP handle, say). The allocation is released only
+//! by libuv's close callback, after the last callback for the handle has run; `Drop` is the single
+//! path there, so a handle is closed exactly once and never freed while libuv still knows it.
+//!
+//! Handles owned by Python-visible objects (transports, servers, processes) may outlive the loop's
+//! `close()`, which must close every handle first: they are made with `new_owned`, and the loop's
+//! closing walk asks their state to close them (`LoopClose`).
 
 use std::os::raw::c_int;
 use std::ptr::NonNull;
+
+use pyo3::Python;
 
 use super::error::UvError;
 use super::event_loop::{guard_callback, UvLoop};
@@ -37,13 +44,31 @@ unsafe impl HandleType for sys::uv_pipe_t {}
 unsafe impl HandleType for sys::uv_udp_t {}
 // SAFETY: as above.
 unsafe impl HandleType for sys::uv_process_t {}
+// SAFETY: as above (uv_stream_t is the common head of uv_tcp_t and uv_pipe_t).
+unsafe impl HandleType for sys::uv_stream_t {}
+// SAFETY: as above.
+unsafe impl HandleType for sys::uv_handle_t {}
 
-/// The allocation: libuv's struct first, so a `*mut H` (or `*mut uv_handle_t`) from a callback
-/// is also a pointer to the whole box.
+/// State of a handle whose owner must close it when the loop closes.
+pub trait LoopClose {
+    /// Closes the handle through its owner (which then drops its `Handle`).
+    fn close_at_loop_close(&self, py: Python<'_>);
+}
+
+/// What `handle->data` points at: how the loop's closing walk closes the handle (None: the loop
+/// itself owns it), then the callbacks' state.
+#[repr(C)]
+struct Slot<D> {
+    close_hook: Option<unsafe fn(*mut sys::uv_handle_t, Python<'_>)>,
+    data: D,
+}
+
+/// The allocation: libuv's struct first, so the pointer libuv hands to the close callback is also
+/// a pointer to the whole box.
 #[repr(C)]
 struct HandleBox<H, D> {
     raw: H,
-    data: D,
+    slot: Slot<D>,
 }
 
 pub struct Handle<H: HandleType, D> {
@@ -63,10 +88,31 @@ impl<H: HandleType, D> Handle<H, D> {
         data: D,
         init: impl FnOnce(*mut sys::uv_loop_t, *mut H) -> c_int,
     ) -> Result<Self, UvError> {
+        Self::with_hook(uv_loop, data, None, init)
+    }
+
+    /// A handle the loop's `close()` closes through `D` if its owner has not.
+    pub fn new_owned(
+        uv_loop: &UvLoop,
+        data: D,
+        init: impl FnOnce(*mut sys::uv_loop_t, *mut H) -> c_int,
+    ) -> Result<Self, UvError>
+    where
+        D: LoopClose,
+    {
+        Self::with_hook(uv_loop, data, Some(close_through_owner::<D>), init)
+    }
+
+    fn with_hook(
+        uv_loop: &UvLoop,
+        data: D,
+        close_hook: Option<unsafe fn(*mut sys::uv_handle_t, Python<'_>)>,
+        init: impl FnOnce(*mut sys::uv_loop_t, *mut H) -> c_int,
+    ) -> Result<Self, UvError> {
         let boxed = Box::new(HandleBox {
             // SAFETY: HandleType guarantees all-zero bytes are a valid value of H before init.
             raw: unsafe { std::mem::zeroed::<H>() },
-            data,
+            slot: Slot { close_hook, data },
         });
         let ptr = NonNull::from(Box::leak(boxed));
         // SAFETY: `ptr` is a live, exclusively owned allocation; `raw` is its first field.
@@ -79,11 +125,16 @@ impl<H: HandleType, D> Handle<H, D> {
             drop(unsafe { Box::from_raw(ptr.as_ptr()) });
             return Err(UvError(status));
         }
+        // SAFETY: init succeeded, so `raw` is an initialised handle whose `data` field is ours
+        // (libuv's init functions clear it; it is set once, here).
+        unsafe {
+            (*raw.cast::<sys::uv_handle_t>()).data = (&raw mut (*ptr.as_ptr()).slot).cast();
+        }
         Ok(Self { ptr })
     }
 
     pub fn as_ptr(&self) -> *mut H {
-        // SAFETY: the allocation lives until the close callback, which runs after `close`.
+        // SAFETY: the allocation lives until the close callback, which runs after `Drop`.
         unsafe { &raw mut (*self.ptr.as_ptr()).raw }
     }
 
@@ -91,22 +142,15 @@ impl<H: HandleType, D> Handle<H, D> {
         self.as_ptr().cast()
     }
 
-    /// The Rust state next to the libuv struct.
-    pub fn data(&self) -> &D {
-        // SAFETY: the allocation lives as long as `self` (it is freed only after `close`, which
-        // takes `self`), and `data` is only ever borrowed shared.
-        unsafe { &(*self.ptr.as_ptr()).data }
+    pub fn as_stream_ptr(&self) -> *mut sys::uv_stream_t {
+        self.as_ptr().cast()
     }
 
-    /// The Rust state of the handle a libuv callback was given.
-    ///
-    /// # Safety
-    /// `raw` must point to the libuv struct of a live `Handle<H, D>` (a callback's argument, before
-    /// the handle's close callback has run), and the returned reference must not outlive the
-    /// callback.
-    pub unsafe fn data_of<'a>(raw: *mut H) -> &'a D {
-        // SAFETY: per the contract, `raw` is the first field of a live HandleBox<H, D>.
-        unsafe { &(*raw.cast::<HandleBox<H, D>>()).data }
+    /// The Rust state next to the libuv struct.
+    pub fn data(&self) -> &D {
+        // SAFETY: the allocation lives as long as `self` (it is freed only after `Drop`), and the
+        // state is only ever borrowed shared.
+        unsafe { &(*self.ptr.as_ptr()).slot.data }
     }
 
     /// Whether the handle is active (started), in libuv's sense.
@@ -119,6 +163,53 @@ impl<H: HandleType, D> Handle<H, D> {
     pub fn unref(&self) {
         // SAFETY: an initialised, not yet closed handle.
         unsafe { sys::uv_unref(self.as_handle_ptr()) };
+    }
+}
+
+/// The Rust state of the handle a libuv callback was given, whatever its pointer type.
+///
+/// # Safety
+/// `raw` must point to a live handle made by a `Handle<_, D>` with this very `D` (a callback's
+/// argument, before the handle's close callback has run), and the returned reference must not
+/// outlive the callback.
+pub unsafe fn data_of<'a, T: HandleType, D>(raw: *mut T) -> &'a D {
+    // SAFETY: per the contract, `data` points at the Slot<D> of the handle's box.
+    unsafe { &(*(*raw.cast::<sys::uv_handle_t>()).data.cast::<Slot<D>>()).data }
+}
+
+/// The loop a handle given to a callback belongs to.
+///
+/// # Safety
+/// `raw` must point to a live, initialised libuv handle.
+pub unsafe fn loop_of<T: HandleType>(raw: *mut T) -> *mut sys::uv_loop_t {
+    // SAFETY: every handle struct starts with the uv_handle_t header (HandleType).
+    unsafe { (*raw.cast::<sys::uv_handle_t>()).loop_ }
+}
+
+/// The loop's closing walk met an open handle: its state closes it.
+///
+/// # Safety
+/// `raw` must be a live handle made by `Handle::new_owned` with this `D`.
+unsafe fn close_through_owner<D: LoopClose>(raw: *mut sys::uv_handle_t, py: Python<'_>) {
+    // SAFETY: per the contract.
+    unsafe { data_of::<sys::uv_handle_t, D>(raw) }.close_at_loop_close(py);
+}
+
+/// For the loop's closing walk: asks the owner of an open handle made by `new_owned` to close it.
+///
+/// # Safety
+/// `raw` must be a live handle of a loop whose handles all come from `Handle` (their `data` is
+/// null or points at a `Slot`).
+pub unsafe fn close_if_owned(raw: *mut sys::uv_handle_t, py: Python<'_>) {
+    // SAFETY: per the contract; the hook is the first field of every Slot, whatever its D.
+    unsafe {
+        let slot = (*raw).data.cast::<Slot<()>>();
+        if slot.is_null() || sys::uv_is_closing(raw) != 0 {
+            return;
+        }
+        if let Some(hook) = (*slot).close_hook {
+            hook(raw, py);
+        }
     }
 }
 

@@ -8,8 +8,11 @@ pub mod async_handle;
 pub mod error;
 pub mod event_loop;
 pub mod handle;
+pub mod pipe;
 pub mod poll;
 pub mod prepare;
+pub mod stream;
+pub mod tcp;
 pub mod timer;
 pub mod work;
 

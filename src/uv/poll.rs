@@ -7,7 +7,7 @@ use std::os::raw::c_int;
 
 use super::error::UvError;
 use super::event_loop::{status, UvLoop};
-use super::handle::Handle;
+use super::handle::{data_of, Handle};
 use super::sys;
 
 pub struct ReadablePoll {
@@ -17,7 +17,7 @@ pub struct ReadablePoll {
 unsafe extern "C" fn note_readable(raw: *mut sys::uv_poll_t, _status: c_int, _events: c_int) {
     // SAFETY: libuv passes the poll handle of a live ReadablePoll; the flag is a Cell only this
     // thread touches.
-    unsafe { Handle::<sys::uv_poll_t, Cell<bool>>::data_of(raw) }.set(true);
+    unsafe { data_of::<_, Cell<bool>>(raw) }.set(true);
 }
 
 impl ReadablePoll {
