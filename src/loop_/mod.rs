@@ -88,6 +88,8 @@ pub struct Loop {
     /// A KeyboardInterrupt/SystemExit (or panic) raised inside a libuv callback, re-raised by
     /// the running `run_forever` once libuv returns.
     pending_error: GilRefCell<Option<PyErr>>,
+    /// Whether I/O found by the current poll runs at once (see `io_inline`).
+    io_inline: GilCell<InlineIo>,
     /// When libuv last polled for I/O (see `run::POLL_INTERVAL`).
     last_poll: GilCell<f64>,
     /// Iterations run without blocking since the clock was last read (see `run::run_once`).
@@ -105,6 +107,24 @@ pub struct Loop {
     /// Declared last: dropped after every handle above, so their close callbacks still have a
     /// loop to run on.
     uv: UvLoop,
+}
+
+/// Whether a transport's I/O callbacks run inside the poll that found the I/O.
+///
+/// asyncio queues the handles of everything one poll found, in order, after what was ready
+/// before, and runs them before whatever they schedule. When the ready queue is empty as the I/O
+/// of a blocking poll starts coming in, running each transport callback at once, inside the
+/// poll, keeps exactly that order (what they schedule still waits for the next batch), costs no
+/// queueing, and lets the buffer of a read be reused by the next. Otherwise (a busy loop's
+/// poll, or callbacks another thread queued during the wait) I/O goes to the queue.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum InlineIo {
+    /// Queue I/O (no poll, or a non-blocking one).
+    Off,
+    /// A blocking poll: decided by the first I/O that comes in.
+    Undecided,
+    /// Run I/O at once, for the rest of this poll.
+    On,
 }
 
 /// Adds the methods written by hand (see `fastcall`) to the Loop type.
@@ -237,6 +257,36 @@ impl Loop {
             None => None,
         };
         drop(removed);
+    }
+
+    /// Whether an I/O callback may run its transport's callback now (see `InlineIo`).
+    pub fn io_inline(&self, py: Python<'_>) -> bool {
+        if self
+            .pending_error
+            .try_borrow(py)
+            .is_none_or(|err| err.is_some())
+        {
+            // Something is leaving run_forever: the rest waits in the queue.
+            return false;
+        }
+        match self.io_inline.get(py) {
+            InlineIo::On => true,
+            InlineIo::Off => false,
+            InlineIo::Undecided => {
+                let inline = self.ready.borrow(py).is_empty();
+                self.io_inline
+                    .set(py, if inline { InlineIo::On } else { InlineIo::Off });
+                inline
+            }
+        }
+    }
+
+    /// A KeyboardInterrupt or SystemExit inside a libuv callback: libuv stops, and the running
+    /// `run_forever` raises it once `uv_run` returns.
+    pub fn escape(&self, py: Python<'_>, err: PyErr) {
+        let previous = self.pending_error.replace(py, Some(err));
+        drop(previous);
+        self.uv.stop();
     }
 
     pub fn push_ready(&self, py: Python<'_>, entry: Ready) {
@@ -444,6 +494,7 @@ impl Loop {
             current_handle: GilRefCell::new(None),
             task_factory: GilRefCell::new(None),
             pending_error: GilRefCell::new(None),
+            io_inline: GilCell::new(InlineIo::Off),
             last_poll: GilCell::new(0.0),
             busy_iterations: GilCell::new(0),
             clock_read_every: GilCell::new(1),

@@ -10,7 +10,7 @@ use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{selector, Loop, Ready};
+use super::{selector, InlineIo, Loop, Ready};
 use crate::clock;
 use crate::handles::{self, Handle, Outcome};
 use crate::python;
@@ -113,7 +113,12 @@ fn poll(slf: &Bound<'_, Loop>, block: bool) -> PyResult<()> {
     }
     let block = block && this.ready.borrow(py).is_empty() && arm_timer(this, py)?;
     let mode = if block { RUN_ONCE } else { RUN_NOWAIT };
-    if let Err(payload) = this.uv.run(py, mode) {
+    if block {
+        this.io_inline.set(py, InlineIo::Undecided);
+    }
+    let ran = this.uv.run(py, mode);
+    this.io_inline.set(py, InlineIo::Off);
+    if let Err(payload) = ran {
         return Err(panic_to_pyerr(payload));
     }
     let watchers_ready = this

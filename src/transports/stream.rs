@@ -326,6 +326,20 @@ impl StreamCore {
             .push_ready(py, Ready::Stream(slf.clone().unbind(), event));
     }
 
+    /// Hands an event from a libuv callback to the loop: run now, inside the poll, when that
+    /// keeps asyncio's order (see `Loop::deliver_io`), else queued.
+    fn deliver(slf: &Bound<'_, Self>, event: StreamEvent) {
+        let py = slf.py();
+        let event_loop = slf.get().event_loop.get();
+        if event_loop.io_inline(py) {
+            if let Outcome::Escape(err) = Self::run_event(slf, event) {
+                event_loop.escape(py, err);
+            }
+        } else {
+            Self::queue(slf, event);
+        }
+    }
+
     fn with_stream<R>(&self, py: Python<'_>, f: impl FnOnce(&Stream<Owner>) -> R) -> Option<R> {
         self.stream.borrow(py).as_ref().map(f)
     }
@@ -450,7 +464,7 @@ impl StreamCore {
         };
         if let Some(event) = event {
             this.update_flags(py, |f| f.read_queued = true);
-            Self::queue(slf, event);
+            Self::deliver(slf, event);
         }
     }
 
@@ -464,16 +478,16 @@ impl StreamCore {
         }
         if status < 0 {
             this.drop_pending(py);
-            Self::queue(slf, StreamEvent::WriteFailed(-status));
+            Self::deliver(slf, StreamEvent::WriteFailed(-status));
             return;
         }
         if this.conn_lost.get(py) == 0 && !this.pending.borrow(py).is_empty() {
             if let Err(err) = Self::submit_pending(slf) {
-                Self::queue(slf, StreamEvent::WriteFailed(err.errno()));
+                Self::deliver(slf, StreamEvent::WriteFailed(err.errno()));
                 return;
             }
         }
-        Self::queue(slf, StreamEvent::Drained);
+        Self::deliver(slf, StreamEvent::Drained);
     }
 
     // ---- events ----------------------------------------------------------------------------
@@ -581,7 +595,7 @@ impl StreamCore {
             Some(ReadPath::Data(None)) => None,
         };
         let result = match method {
-            Some(method) => method.bind(py).call1((data,)).map(drop),
+            Some(method) => call_one(py, &method, data.as_any()),
             None => {
                 Self::protocol_method(slf, "data_received").and_then(|m| m.call1((data,)).map(drop))
             }
@@ -781,27 +795,86 @@ impl StreamCore {
         drop(dropped);
     }
 
-    /// asyncio's `write` checks and the immediate send; `chunks` are written in order.
-    fn write_chunks(slf: &Bound<'_, Self>, chunks: Vec<Chunk>) -> PyResult<()> {
+    /// What write() does on a lost connection (count, and warn once writes pile up); false
+    /// when the data is to be dropped.
+    fn accepts_writes(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
         let lost = this.conn_lost.get(py);
-        if lost > 0 {
-            if lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
-                python::log_warning(py, "socket.send() raised exception.")?;
+        if lost == 0 {
+            return Ok(true);
+        }
+        if lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+            python::log_warning(py, "socket.send() raised exception.")?;
+        }
+        this.conn_lost.set(py, lost + 1);
+        Ok(false)
+    }
+
+    /// Behind a write request still out: the chunks wait for its callback.
+    fn add_pending(slf: &Bound<'_, Self>, chunks: impl IntoIterator<Item = Chunk>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut added = 0;
+        {
+            let mut pending = this.pending.borrow_mut(py);
+            for chunk in chunks {
+                added += chunk.bytes(py).len();
+                pending.push_back(chunk);
             }
-            this.conn_lost.set(py, lost + 1);
+        }
+        this.pending_size.set(py, this.pending_size.get(py) + added);
+        Self::maybe_pause_protocol(slf)
+    }
+
+    /// Sends what the socket takes now; None when the stream is closed.
+    fn try_write(slf: &Bound<'_, Self>, bufs: &[sys::uv_buf_t]) -> Option<Result<usize, UvError>> {
+        slf.get().with_stream(slf.py(), |s| s.try_write(bufs))
+    }
+
+    /// asyncio's `write`: the immediate send, the rest queued.
+    fn write_chunk(slf: &Bound<'_, Self>, chunk: Chunk) -> PyResult<()> {
+        let py = slf.py();
+        if !Self::accepts_writes(slf)? {
             return Ok(());
         }
-        if !this.write_buffer_empty(py) {
-            let added: usize = chunks.iter().map(|c| c.bytes(py).len()).sum();
-            this.pending.borrow_mut(py).extend(chunks);
-            this.pending_size.set(py, this.pending_size.get(py) + added);
-            return Self::maybe_pause_protocol(slf);
+        if !slf.get().write_buffer_empty(py) {
+            return Self::add_pending(slf, [chunk]);
+        }
+        let sent = {
+            let data = chunk.bytes(py);
+            match Self::try_write(slf, &[buf(data)]) {
+                Some(Ok(n)) if n >= data.len() => return Ok(()),
+                Some(Ok(n)) => n,
+                Some(Err(err)) => {
+                    return Self::fatal_error(
+                        slf,
+                        err.into(),
+                        "Fatal write error on socket transport",
+                    )
+                }
+                None => return Ok(()),
+            }
+        };
+        let rest = [buf(&chunk.bytes(py)[sent..])];
+        if let Err(err) = Self::submit(slf, &rest, chunk) {
+            return Self::fatal_error(slf, err.into(), "Fatal write error on socket transport");
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    /// `writelines`: one vectored send, the rest queued as one write request.
+    fn write_chunks(slf: &Bound<'_, Self>, chunks: Vec<Chunk>) -> PyResult<()> {
+        let py = slf.py();
+        if !Self::accepts_writes(slf)? {
+            return Ok(());
+        }
+        if !slf.get().write_buffer_empty(py) {
+            return Self::add_pending(slf, chunks);
         }
         let sent = {
             let bufs: Vec<sys::uv_buf_t> = chunks.iter().map(|c| buf(c.bytes(py))).collect();
-            this.with_stream(py, |s| s.try_write(&bufs))
+            Self::try_write(slf, &bufs)
         };
         let mut sent = match sent {
             Some(Ok(n)) => n,
@@ -810,7 +883,6 @@ impl StreamCore {
             }
             None => return Ok(()),
         };
-        // What try_write did not take becomes one write request.
         let mut rest = Vec::with_capacity(chunks.len());
         let mut bufs = Vec::with_capacity(chunks.len());
         for chunk in chunks {
@@ -832,16 +904,12 @@ impl StreamCore {
         Self::maybe_pause_protocol(slf)
     }
 
-    /// Hands libuv a write request for `bufs`, which point into `chunks`.
-    fn submit(
-        slf: &Bound<'_, Self>,
-        bufs: &[sys::uv_buf_t],
-        chunks: Vec<Chunk>,
-    ) -> Result<(), UvError> {
+    /// Hands libuv a write request for `bufs`, which point into `keep`.
+    fn submit<K>(slf: &Bound<'_, Self>, bufs: &[sys::uv_buf_t], keep: K) -> Result<(), UvError> {
         let py = slf.py();
         let this = slf.get();
         let result = this
-            .with_stream(py, |s| s.write(bufs, chunks))
+            .with_stream(py, |s| s.write(bufs, keep))
             .unwrap_or(Err(UvError(sys::uv_errno_t_UV_EBADF)));
         if result.is_ok() {
             this.writes_in_flight
@@ -1042,7 +1110,7 @@ impl StreamCore {
         if chunk.bytes(slf.py()).is_empty() {
             return Ok(());
         }
-        Self::write_chunks(slf, vec![chunk])
+        Self::write_chunk(slf, chunk)
     }
 
     pub fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -1324,6 +1392,19 @@ impl StreamCore {
         visit: &pyo3::PyVisit<'_>,
     ) -> Result<(), pyo3::PyTraverseError> {
         event.visit(visit)
+    }
+}
+
+/// `callable(arg)` by vectorcall, without an argument tuple.
+fn call_one(py: Python<'_>, callable: &Py<PyAny>, arg: &Py<PyAny>) -> PyResult<()> {
+    // SAFETY: GIL held; both objects are live for the call; the result is a new reference or
+    // NULL with an exception set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyObject_CallOneArg(callable.as_ptr(), arg.as_ptr()),
+        )
+        .map(drop)
     }
 }
 

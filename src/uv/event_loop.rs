@@ -166,6 +166,14 @@ impl UvLoop {
         self.closed.get()
     }
 
+    /// Makes the running `uv_run` return after the current callback.
+    pub fn stop(&self) {
+        if !self.closed.get() {
+            // SAFETY: valid, initialised loop.
+            unsafe { sys::uv_stop(self.as_ptr()) };
+        }
+    }
+
     /// Closed, with every handle closed first (libuv let go of the loop).
     pub fn closed_cleanly(&self) -> bool {
         self.closed.get() && self.freeable.get()
