@@ -19,6 +19,8 @@ fn uvloop_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<handles::Handle>()?;
     module.add_class::<handles::TimerHandle>()?;
     module.add_class::<transports::StreamCore>()?;
+    module.add_class::<transports::ServerClients>()?;
+    module.add_class::<transports::ServerListener>()?;
     module.add_function(wrap_pyfunction!(transports::open_socket_transport, module)?)?;
     module.add_function(wrap_pyfunction!(
         transports::install_socket_transport,

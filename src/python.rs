@@ -58,14 +58,9 @@ python_object!(
     "report_protocol_callback_error"
 );
 python_object!(
-    support_server_attach,
+    support_report_accept_error,
     "uvloop._native_support",
-    "server_attach"
-);
-python_object!(
-    support_server_detach,
-    "uvloop._native_support",
-    "server_detach"
+    "report_accept_error"
 );
 python_object!(
     support_socket_for_fd,
@@ -117,28 +112,47 @@ pub fn report_protocol_callback_error(
     Ok(())
 }
 
-/// `server._attach(transport)` (or `server._attach()` before 3.13).
-pub fn server_attach(
+/// A failed accept: asyncio's report ("socket.accept() out of system resource" for the errors
+/// of a full process or system, the loop's exception handler for the others).
+pub fn report_accept_error(
     py: Python<'_>,
-    server: &Bound<'_, PyAny>,
-    transport: &Bound<'_, PyAny>,
+    event_loop: &Bound<'_, PyAny>,
+    sock: &Bound<'_, PyAny>,
+    err: PyErr,
 ) -> PyResult<()> {
-    support_server_attach(py)?.call1((server, transport))?;
+    support_report_accept_error(py)?.call1((event_loop, sock, err.into_value(py)))?;
     Ok(())
 }
 
-/// `server._detach(transport)` (or `server._detach()` before 3.13).
-pub fn server_detach(
+/// A protocol factory failed for an accepted connection (reported in debug mode, as asyncio).
+pub fn report_connection_setup_error(
     py: Python<'_>,
-    server: &Bound<'_, PyAny>,
-    transport: &Bound<'_, PyAny>,
+    event_loop: &Bound<'_, PyAny>,
+    err: PyErr,
 ) -> PyResult<()> {
-    support_server_detach(py)?.call1((server, transport))?;
+    event_loop.call_method1(
+        pyo3::intern!(py, "call_exception_handler"),
+        (pyo3::types::PyDict::from_sequence(
+            &pyo3::types::PyList::new(
+                py,
+                [
+                    (
+                        "message",
+                        "Error on transport creation for incoming connection"
+                            .into_pyobject(py)?
+                            .into_any(),
+                    ),
+                    ("exception", err.into_value(py).into_bound(py).into_any()),
+                ],
+            )?
+            .into_any(),
+        )?,),
+    )?;
     Ok(())
 }
 
 /// A socket object for a descriptor libuv owns (detached before libuv closes it).
-pub fn socket_for_fd(py: Python<'_>, fd: std::os::raw::c_int, _tcp: bool) -> PyResult<Py<PyAny>> {
+pub fn socket_for_fd(py: Python<'_>, fd: std::os::raw::c_int) -> PyResult<Py<PyAny>> {
     Ok(support_socket_for_fd(py)?.call1((fd,))?.unbind())
 }
 

@@ -27,7 +27,7 @@ from asyncio import (
     unix_events,
 )
 
-from . import _subprocess, _transports
+from . import _server, _subprocess, _transports
 from . import loop as _native
 
 _Base = base_events.BaseEventLoop
@@ -88,6 +88,8 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         self._transports = weakref.WeakValueDictionary()
         # Listening Unix socket -> inode of its file, removed on close (create_unix_server, 3.13+).
         self._unix_server_sockets = {}
+        # Listening socket -> its uvloop.loop.ServerListener.
+        self._listeners = {}
         # Child pid -> pidfd watched for its exit (see _subprocess).
         self._child_pidfds = {}
         _live_loops.add(self)
@@ -159,11 +161,31 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         if transport is not None and not transport.is_closing():
             raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
 
+    # Servers (see _server): listeners and transports made natively.
+
+    async def create_server(self, protocol_factory, host=None, port=None, **kwargs):
+        """A Server listening on every address of host:port (or on `sock`)."""
+        return await _server.create_server(self, protocol_factory, host, port, **kwargs)
+
+    async def create_unix_server(self, protocol_factory, path=None, **kwargs):
+        """A Server listening on the Unix socket `path` (or on `sock`)."""
+        return await _server.create_unix_server(self, protocol_factory, path, **kwargs)
+
+    def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100,
+                       ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+        _server.start_serving(
+            self, protocol_factory, sock, sslcontext, server, backlog, ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+        )
+
     def _stop_serving(self, sock):
         """Stop accepting on `sock` and close it; a Unix server's socket file is removed if it
         is still the one it bound (as asyncio does from 3.13 on)."""
         path = sock.getsockname() if sock in self._unix_server_sockets else None
-        selector_events.BaseSelectorEventLoop._stop_serving(self, sock)
+        listener = self._listeners.pop(sock, None)
+        if listener is not None:
+            listener.close()
+        sock.close()
         if path is None:
             return
         inode = self._unix_server_sockets.pop(sock)
@@ -205,7 +227,7 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
-        transport = _native.open_socket_transport(self, sock, protocol, extra, server)
+        transport = _native.open_socket_transport(self, sock, protocol, extra)
         if waiter is not None:
             self.call_soon(futures._set_result_unless_cancelled, waiter, None)
         return transport
@@ -229,7 +251,7 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         ssl_protocol = sslproto.SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
         )
-        _native.open_socket_transport(self, rawsock, ssl_protocol, extra, server)
+        _native.open_socket_transport(self, rawsock, ssl_protocol, extra)
         return ssl_protocol._app_transport
 
     # asyncio's own implementations: they only use attributes this class provides.
@@ -478,9 +500,8 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
 _BORROWED = (
     # servers, connections, TLS, datagrams
     "create_connection", "_connect_sock", "_create_connection_transport", "_ensure_resolved",
-    "_getaddrinfo_debug", "create_server", "_create_server_getaddrinfo",
-    "connect_accepted_socket", "start_tls", "create_unix_connection", "create_unix_server",
-    "_start_serving", "_accept_connection", "_accept_connection2",
+    "_getaddrinfo_debug", "_create_server_getaddrinfo",
+    "connect_accepted_socket", "start_tls", "create_unix_connection",
     "create_datagram_endpoint",
     # pipes and processes
     "subprocess_exec", "subprocess_shell", "_log_subprocess", "connect_read_pipe",

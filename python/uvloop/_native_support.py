@@ -4,10 +4,10 @@ They run once per error or per debug-mode handle, never per callback, so they st
 and reuse asyncio's own formatting to produce the same messages and log records.
 """
 
-import inspect
+import errno
 import socket
 import sys
-from asyncio import base_events, format_helpers, log
+from asyncio import base_events, format_helpers, log, trsock
 
 _FORMAT_TAKES_DEBUG = sys.version_info >= (3, 13)
 
@@ -74,22 +74,18 @@ def report_protocol_callback_error(loop, callback, exc):
     loop.call_exception_handler({"message": f"Exception in callback {source}", "exception": exc})
 
 
-# Server._attach()/_detach() take the transport from 3.13 on (for close_clients()).
-_SERVER_TRACKS_TRANSPORTS = len(inspect.signature(base_events.Server._detach).parameters) > 1
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-def server_attach(server, transport):
-    if _SERVER_TRACKS_TRANSPORTS:
-        server._attach(transport)
+def report_accept_error(loop, sock, exc):
+    """A server's accept failed: asyncio's report."""
+    if isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES:
+        message = "socket.accept() out of system resource"
     else:
-        server._attach()
-
-
-def server_detach(server, transport):
-    if _SERVER_TRACKS_TRANSPORTS:
-        server._detach(transport)
-    else:
-        server._detach()
+        message = "Error accepting a connection"
+    loop.call_exception_handler(
+        {"message": message, "exception": exc, "socket": trsock.TransportSocket(sock)}
+    )
 
 
 def socket_for_fd(fd):

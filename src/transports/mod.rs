@@ -3,6 +3,7 @@
 mod buffer;
 mod datagram;
 mod pipe;
+mod server;
 mod sock_ops;
 mod socket_transport;
 mod stream;
@@ -14,6 +15,7 @@ use pyo3::prelude::*;
 use crate::gil::GilRefCell;
 pub use datagram::DatagramCore;
 pub use pipe::{PipeReader, PipeWriteQueue};
+pub use server::{ServerClients, ServerListener};
 pub use sock_ops::SockOp;
 pub use socket_transport::{install_socket_transport, open_socket_transport};
 pub use stream::{StreamCore, StreamEvent};

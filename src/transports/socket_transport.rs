@@ -52,7 +52,7 @@ fn core_of<'py>(py: Python<'py>, slf: *mut ffi::PyObject) -> PyResult<Bound<'py,
 }
 
 /// A new transport instance whose `_core` slot holds `core`.
-fn new_transport<'py>(
+pub(super) fn new_transport<'py>(
     py: Python<'py>,
     core: &Bound<'py, StreamCore>,
 ) -> PyResult<Bound<'py, PyAny>> {
@@ -81,13 +81,12 @@ fn new_transport<'py>(
 /// object keeps it until the transport closes, then is detached), and connection_made and the
 /// start of reading are queued, as asyncio's transport queues them.
 #[pyfunction]
-#[pyo3(signature = (event_loop, sock, protocol, extra=None, server=None))]
+#[pyo3(signature = (event_loop, sock, protocol, extra=None))]
 pub fn open_socket_transport<'py>(
     event_loop: &Bound<'py, Loop>,
     sock: &Bound<'py, PyAny>,
     protocol: &Bound<'py, PyAny>,
     extra: Option<Bound<'py, PyDict>>,
-    server: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = event_loop.py();
     event_loop.get().check_open(py)?;
@@ -97,7 +96,13 @@ pub fn open_socket_transport<'py>(
     let context = crate::handles::copy_current_context(py)?;
     let core = Bound::new(
         py,
-        StreamCore::new(py, event_loop.clone().unbind(), protocol, context, fd, tcp)?,
+        StreamCore::new(
+            event_loop.clone().unbind(),
+            Some(protocol),
+            context,
+            fd,
+            tcp,
+        )?,
     )?;
     let uv = event_loop.get().uv();
     let stream = if tcp {
@@ -115,10 +120,6 @@ pub fn open_socket_transport<'py>(
     this.set_extra(py, extra.map(Bound::unbind));
     let transport = new_transport(py, &core)?;
     this.set_transport(py, transport.clone().unbind());
-    if let Some(server) = server {
-        crate::python::server_attach(py, &server, &transport)?;
-        this.set_server(py, Some(server.unbind()));
-    }
     event_loop.get().remember_transport(py, fd, &core);
     StreamCore::queue(&core, StreamEvent::ConnectionMade);
     StreamCore::queue(&core, StreamEvent::StartReading);

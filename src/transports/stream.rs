@@ -23,6 +23,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
 use super::buffer::READ_BUFFER_SIZE;
 use super::buffer::{copy_from_read_buffer, read_buffer, BufferView, Chunk, NewBytes};
+use super::server::{ServerClients, ServerListener};
 use crate::gil::{GilCell, GilRefCell};
 use crate::handles::Outcome;
 use crate::loop_::{Loop, Ready};
@@ -62,6 +63,8 @@ pub enum StreamEvent {
     Drained,
     /// asyncio's `_call_connection_lost(exc)`.
     ConnectionLost(Option<Py<PyAny>>),
+    /// A server accepted the connection: its protocol and transport are made now.
+    Accepted(Py<ServerListener>),
 }
 
 pub enum ReadFailure {
@@ -74,6 +77,7 @@ impl StreamEvent {
         match self {
             StreamEvent::Data(data) => visit.call(data),
             StreamEvent::ConnectionLost(Some(exc)) => visit.call(exc),
+            StreamEvent::Accepted(listener) => visit.call(listener),
             _ => Ok(()),
         }
     }
@@ -181,7 +185,7 @@ pub struct StreamCore {
     /// The libuv handle; None once closed.
     stream: GilRefCell<Option<Stream<Owner>>>,
     /// The descriptor libuv owns (for reprs and the loop's transport table).
-    fd: c_int,
+    fd: GilCell<c_int>,
     flags: GilCell<Flags>,
     conn_lost: GilCell<u32>,
     /// Bytes accepted by write() and not yet handed to libuv (while a write request is out).
@@ -202,8 +206,8 @@ pub struct StreamCore {
     sock: GilRefCell<Option<Py<PyAny>>>,
     /// `extra` given at creation plus what get_extra_info computed; made on first use.
     extra: GilRefCell<Option<Py<PyDict>>>,
-    /// The asyncio.Server that accepted the connection (attach/detach accounting).
-    server: GilRefCell<Option<Py<PyAny>>>,
+    /// The clients of the server that accepted the connection, and this core's slot there.
+    server: GilRefCell<Option<(Py<ServerClients>, usize)>>,
 }
 
 /// What a stream handle's callbacks hold: the transport's core, alive while the handle is open.
@@ -239,22 +243,22 @@ impl StreamEvents for Owner {
 
 impl StreamCore {
     /// A core for a connection whose handle is opened next (`set_stream`).
+    /// A core for a connection whose handle is opened next (`set_stream`); an accepted one gets
+    /// its protocol once the factory made it.
     pub fn new(
-        py: Python<'_>,
         event_loop: Py<Loop>,
-        protocol: &Bound<'_, PyAny>,
+        protocol: Option<&Bound<'_, PyAny>>,
         context: Py<PyAny>,
         fd: c_int,
         tcp: bool,
     ) -> PyResult<Self> {
-        let _ = py;
         Ok(Self {
             event_loop,
             transport: GilRefCell::new(None),
-            protocol: GilRefCell::new(Some(Protocol::new(protocol)?)),
+            protocol: GilRefCell::new(protocol.map(Protocol::new).transpose()?),
             context,
             stream: GilRefCell::new(None),
-            fd,
+            fd: GilCell::new(fd),
             flags: GilCell::new(Flags {
                 tcp,
                 ..Flags::default()
@@ -295,12 +299,32 @@ impl StreamCore {
         drop(self.extra.replace(py, extra));
     }
 
-    pub fn set_server(&self, py: Python<'_>, server: Option<Py<PyAny>>) {
+    pub fn set_server(&self, py: Python<'_>, server: Option<(Py<ServerClients>, usize)>) {
         drop(self.server.replace(py, server));
     }
 
-    pub fn fd(&self) -> c_int {
-        self.fd
+    /// The server's accounting moved this core to `slot`.
+    pub fn move_server_slot(&self, py: Python<'_>, slot: usize) {
+        if let Some((_, current)) = self.server.borrow_mut(py).as_mut() {
+            *current = slot;
+        }
+    }
+
+    pub fn fd(&self, py: Python<'_>) -> c_int {
+        self.fd.get(py)
+    }
+
+    pub fn set_fd(&self, py: Python<'_>, fd: c_int) {
+        self.fd.set(py, fd);
+    }
+
+    /// Closes an accepted connection whose protocol could not be made (no connection_lost).
+    pub fn abandon(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let this = slf.get();
+        this.conn_lost.set(py, this.conn_lost.get(py) + 1);
+        this.update_flags(py, |f| f.closing = true);
+        Self::close_handle(slf);
     }
 
     pub fn is_tcp(&self, py: Python<'_>) -> bool {
@@ -328,7 +352,7 @@ impl StreamCore {
 
     /// Hands an event from a libuv callback to the loop: run now, inside the poll, when that
     /// keeps asyncio's order (see `Loop::deliver_io`), else queued.
-    fn deliver(slf: &Bound<'_, Self>, event: StreamEvent) {
+    pub fn deliver(slf: &Bound<'_, Self>, event: StreamEvent) {
         let py = slf.py();
         let event_loop = slf.get().event_loop.get();
         if event_loop.io_inline(py) {
@@ -565,6 +589,9 @@ impl StreamCore {
             }
             StreamEvent::Drained => Self::drained(slf),
             StreamEvent::ConnectionLost(exc) => Self::call_connection_lost(slf, exc),
+            StreamEvent::Accepted(listener) => {
+                ServerListener::connection_accepted(listener.bind(py), slf)
+            }
             _ => Ok(()),
         }
     }
@@ -1045,11 +1072,9 @@ impl StreamCore {
         let transport = this.transport.take(py);
         let protocol = this.protocol.take(py);
         let waiter = this.empty_waiter.take(py);
-        let detached = match (server, &transport) {
-            (Some(server), Some(transport)) => {
-                python::server_detach(py, server.bind(py), transport.bind(py))
-            }
-            _ => Ok(()),
+        let detached = match server {
+            Some((clients, slot)) => ServerClients::detach(clients.bind(py), slf, slot),
+            None => Ok(()),
         };
         drop((transport, protocol));
         let failed_waiter = match waiter {
@@ -1080,7 +1105,9 @@ impl StreamCore {
         if let Some(sock) = this.sock.borrow(py).as_ref() {
             let _ = sock.call_method0(py, pyo3::intern!(py, "detach"));
         }
-        this.event_loop.get().forget_transport(py, this.fd, slf);
+        this.event_loop
+            .get()
+            .forget_transport(py, this.fd.get(py), slf);
         drop(this.read_target.replace(py, ReadTarget::None));
         drop(this.buffered_read.take(py));
         drop(std::mem::take(&mut *this.held.borrow_mut(py)));
@@ -1264,7 +1291,7 @@ impl StreamCore {
         if this.stream.borrow(py).is_none() {
             return Ok(None);
         }
-        let sock = python::socket_for_fd(py, this.fd, this.flags.get(py).tcp)?;
+        let sock = python::socket_for_fd(py, this.fd.get(py))?;
         drop(this.sock.replace(py, Some(sock.clone_ref(py))));
         Ok(Some(sock))
     }
@@ -1337,12 +1364,12 @@ impl StreamCore {
         let py = unsafe { Python::assume_attached() };
         visit.call(&self.event_loop)?;
         visit.call(&self.context)?;
-        for cell in [
-            &self.transport,
-            &self.sock,
-            &self.server,
-            &self.empty_waiter,
-        ] {
+        if let Some(server) = self.server.try_borrow(py) {
+            if let Some((clients, _)) = &*server {
+                visit.call(clients)?;
+            }
+        }
+        for cell in [&self.transport, &self.sock, &self.empty_waiter] {
             if let Some(obj) = cell.try_borrow(py) {
                 if let Some(obj) = &*obj {
                     visit.call(obj)?;
@@ -1449,7 +1476,7 @@ impl StreamCore {
     fn _repr_info(&self, py: Python<'_>) -> (c_int, bool, bool, bool, bool, usize) {
         let flags = self.flags.get(py);
         (
-            self.fd,
+            self.fd.get(py),
             self.stream.borrow(py).is_none(),
             flags.closing,
             flags.reading,
@@ -1482,8 +1509,8 @@ impl StreamCore {
     }
 
     #[getter]
-    fn _sock_fd(&self) -> c_int {
-        self.fd
+    fn _sock_fd(&self, py: Python<'_>) -> c_int {
+        self.fd.get(py)
     }
 
     fn _set_write_buffer_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {

@@ -238,13 +238,6 @@ impl<D: ListenEvents> Listener<D> {
         }
     }
 
-    pub fn data(&self) -> &D {
-        match self {
-            Listener::Tcp(handle) => handle.data(),
-            Listener::Pipe(handle) => handle.data(),
-        }
-    }
-
     pub fn listen(&self, backlog: c_int) -> Result<(), UvError> {
         match self {
             Listener::Tcp(handle) => listen(handle, backlog),
