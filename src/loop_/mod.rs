@@ -9,7 +9,7 @@ mod run;
 mod selector;
 mod timer_heap;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::raw::c_int;
 
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError, PyTypeError, PyValueError};
@@ -98,8 +98,8 @@ pub struct Loop {
     clock_read_every: GilCell<u32>,
     /// When the clock was last read for the busy-poll check.
     last_clock_read: GilCell<f64>,
-    /// Open stream transports by fd.
-    transports: GilRefCell<HashMap<c_int, Py<StreamCore>>>,
+    /// Open stream transports, indexed by fd.
+    transports: GilRefCell<Vec<Option<Py<StreamCore>>>>,
     /// The epoll set of watched fds and sock_* operations. None once the loop is closed.
     selector: GilRefCell<Option<Selector>>,
     /// None once the loop is closed.
@@ -304,19 +304,30 @@ impl Loop {
 
     /// Notes which transport owns `fd` (add_reader and sock_* refuse it, as asyncio does).
     pub fn remember_transport(&self, py: Python<'_>, fd: c_int, core: &Bound<'_, StreamCore>) {
-        let old = self
-            .transports
-            .borrow_mut(py)
-            .insert(fd, core.clone().unbind());
+        let Ok(index) = usize::try_from(fd) else {
+            return;
+        };
+        let old = {
+            let mut transports = self.transports.borrow_mut(py);
+            if transports.len() <= index {
+                transports.resize_with(index + 1, || None);
+            }
+            transports[index].replace(core.clone().unbind())
+        };
         drop(old);
     }
 
     /// `core` let go of `fd` (unless another transport took it since).
     pub fn forget_transport(&self, py: Python<'_>, fd: c_int, core: &Bound<'_, StreamCore>) {
+        let Ok(index) = usize::try_from(fd) else {
+            return;
+        };
         let removed = {
             let mut transports = self.transports.borrow_mut(py);
-            match transports.get(&fd) {
-                Some(owner) if owner.as_ptr() == core.as_ptr() => transports.remove(&fd),
+            match transports.get_mut(index) {
+                Some(slot) if slot.as_ref().is_some_and(|o| o.as_ptr() == core.as_ptr()) => {
+                    slot.take()
+                }
                 _ => None,
             }
         };
@@ -499,7 +510,7 @@ impl Loop {
             busy_iterations: GilCell::new(0),
             clock_read_every: GilCell::new(1),
             last_clock_read: GilCell::new(0.0),
-            transports: GilRefCell::new(HashMap::new()),
+            transports: GilRefCell::new(Vec::new()),
             selector: GilRefCell::new(Some(selector)),
             internal: GilRefCell::new(Some(internal)),
             uv,
@@ -835,11 +846,12 @@ impl Loop {
     /// The stream transport that owns `fd`, if any (none while sendfile writes on it).
     fn _transport_of(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
         // Any int: a number no fd can have is simply not a transport's.
-        let fd: c_int = fd.extract().ok()?;
+        let fd: usize = fd.extract().ok()?;
         let core = self
             .transports
             .borrow(py)
-            .get(&fd)
+            .get(fd)?
+            .as_ref()
             .map(|c| c.clone_ref(py))?;
         if core.get().sendfile_in_progress(py) {
             return None;
@@ -890,7 +902,7 @@ impl Loop {
             }
         }
         if let Some(transports) = self.transports.try_borrow(py) {
-            for core in transports.values() {
+            for core in transports.iter().flatten() {
                 visit.call(core)?;
             }
         }

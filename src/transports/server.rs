@@ -211,6 +211,8 @@ impl ServerListener {
             };
             listener.accept(this.event_loop.get().uv(), StreamCore::owner(&core))?
         };
+        // Linux: inherited from the listening socket (see `new`).
+        #[cfg(not(target_os = "linux"))]
         if this.tcp {
             tcp::set_nodelay(&stream)?;
         }
@@ -252,7 +254,6 @@ impl ServerListener {
             .get()
             .remember_transport(py, core.get().fd(py), core);
         StreamCore::queue(core, StreamEvent::ConnectionMade);
-        StreamCore::queue(core, StreamEvent::StartReading);
         Ok(())
     }
 }
@@ -294,7 +295,10 @@ impl ServerListener {
         } else {
             pipe::open_listener(uv, fd, owner)?
         };
-        let listening = listener.listen(backlog);
+        // TCP_NODELAY for every connection (see the README); on Linux accepted sockets inherit
+        // it, which saves a system call per connection.
+        let listening =
+            tcp::set_listener_nodelay(&listener).and_then(|()| listener.listen(backlog));
         drop(this.get().listener.replace(py, Some(listener)));
         if let Err(err) = listening {
             this.get().close_handle(py);

@@ -78,8 +78,8 @@ pub(super) fn new_transport<'py>(
 }
 
 /// Makes the transport for a connected socket: the libuv handle takes the descriptor (the socket
-/// object keeps it until the transport closes, then is detached), and connection_made and the
-/// start of reading are queued, as asyncio's transport queues them.
+/// object keeps it until the transport closes, then is detached), and connection_made (then reading) is
+/// queued, as asyncio's transport queues them.
 #[pyfunction]
 #[pyo3(signature = (event_loop, sock, protocol, extra=None))]
 pub fn open_socket_transport<'py>(
@@ -122,7 +122,6 @@ pub fn open_socket_transport<'py>(
     this.set_transport(py, transport.clone().unbind());
     event_loop.get().remember_transport(py, fd, &core);
     StreamCore::queue(&core, StreamEvent::ConnectionMade);
-    StreamCore::queue(&core, StreamEvent::StartReading);
     Ok(transport)
 }
 

@@ -47,9 +47,10 @@ const MAX_WRITE_BUFS: usize = 64;
 
 /// What a libuv callback (or a transport method) leaves for the ready queue.
 pub enum StreamEvent {
-    /// `protocol.connection_made(transport)`, queued when the transport is made.
+    /// `protocol.connection_made(transport)`, queued when the transport is made, then the start
+    /// of reading (asyncio queues its reader right behind connection_made).
     ConnectionMade,
-    /// Reading starts after connection_made, as asyncio adds its reader then.
+    /// Reading starts again, behind what arrived while it was paused.
     StartReading,
     Data(Py<PyBytes>),
     /// A BufferedProtocol's buffer got this many bytes (see `StreamCore::buffered_read`).
@@ -411,8 +412,8 @@ impl StreamCore {
             let (get_buffer, updated) = match methods {
                 Some((get, updated)) => (get.into_bound(py), updated),
                 None => (
-                    Self::protocol_method(slf, "get_buffer")?,
-                    Self::protocol_method(slf, "buffer_updated")?.unbind(),
+                    Self::protocol_method(slf, pyo3::intern!(slf.py(), "get_buffer"))?,
+                    Self::protocol_method(slf, pyo3::intern!(slf.py(), "buffer_updated"))?.unbind(),
                 ),
             };
             let buffer = get_buffer.call1((-1,))?;
@@ -540,7 +541,13 @@ impl StreamCore {
             this.update_flags(py, |f| f.read_queued = false);
         }
         match event {
-            StreamEvent::ConnectionMade => Self::connection_made(slf),
+            StreamEvent::ConnectionMade => {
+                Self::connection_made(slf)?;
+                if this.is_reading(py) {
+                    Self::read_start(slf);
+                }
+                Ok(())
+            }
             StreamEvent::StartReading => {
                 if this.is_reading(py) {
                     Self::read_start(slf);
@@ -601,7 +608,7 @@ impl StreamCore {
         let this = slf.get();
         let (Some(transport), Ok(method)) = (
             this.transport(py),
-            Self::protocol_method(slf, "connection_made"),
+            Self::protocol_method(slf, pyo3::intern!(slf.py(), "connection_made")),
         ) else {
             return Ok(());
         };
@@ -623,9 +630,8 @@ impl StreamCore {
         };
         let result = match method {
             Some(method) => call_one(py, &method, data.as_any()),
-            None => {
-                Self::protocol_method(slf, "data_received").and_then(|m| m.call1((data,)).map(drop))
-            }
+            None => Self::protocol_method(slf, pyo3::intern!(slf.py(), "data_received"))
+                .and_then(|m| m.call1((data,)).map(drop)),
         };
         Self::protocol_result(
             slf,
@@ -656,7 +662,7 @@ impl StreamCore {
     /// asyncio's `_read_ready__on_eof`.
     fn read_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::debug_log(slf, "received EOF")?;
-        let keep_open = Self::protocol_method(slf, "eof_received")
+        let keep_open = Self::protocol_method(slf, pyo3::intern!(slf.py(), "eof_received"))
             .and_then(|m| m.call0())
             .and_then(|result| result.is_truthy());
         match keep_open {
@@ -711,7 +717,10 @@ impl StreamCore {
         }
     }
 
-    fn protocol_method<'py>(slf: &Bound<'py, Self>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    fn protocol_method<'py>(
+        slf: &Bound<'py, Self>,
+        name: &Bound<'py, pyo3::types::PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let protocol = slf
             .get()
@@ -984,7 +993,7 @@ impl StreamCore {
             return Ok(());
         }
         this.update_flags(py, |f| f.protocol_paused = true);
-        Self::flow_control_call(slf, "pause_writing")
+        Self::flow_control_call(slf, pyo3::intern!(py, "pause_writing"))
     }
 
     /// asyncio's `_FlowControlMixin._maybe_resume_protocol`.
@@ -997,10 +1006,13 @@ impl StreamCore {
             return Ok(());
         }
         this.update_flags(py, |f| f.protocol_paused = false);
-        Self::flow_control_call(slf, "resume_writing")
+        Self::flow_control_call(slf, pyo3::intern!(py, "resume_writing"))
     }
 
-    fn flow_control_call(slf: &Bound<'_, Self>, name: &str) -> PyResult<()> {
+    fn flow_control_call<'py>(
+        slf: &Bound<'py, Self>,
+        name: &Bound<'py, pyo3::types::PyString>,
+    ) -> PyResult<()> {
         let py = slf.py();
         match Self::protocol_method(slf, name).and_then(|m| m.call0()) {
             Ok(_) => Ok(()),
@@ -1058,7 +1070,7 @@ impl StreamCore {
         if this.stream.borrow(py).is_none() {
             return Ok(());
         }
-        let method = Self::protocol_method(slf, "connection_lost");
+        let method = Self::protocol_method(slf, pyo3::intern!(slf.py(), "connection_lost"));
         let result = method.and_then(|m| {
             m.call1((exc,)).map(drop).or_else(|err| {
                 if escapes(py, &err) {

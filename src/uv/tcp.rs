@@ -38,6 +38,16 @@ pub fn open_listener<D: ListenEvents>(
     Ok(Listener::Tcp(handle))
 }
 
+/// TCP_NODELAY on a listening TCP handle: Linux copies it to every connection accepted from it
+/// (a no-op for pipes).
+pub fn set_listener_nodelay<D: ListenEvents>(listener: &Listener<D>) -> Result<(), UvError> {
+    match listener {
+        // SAFETY: an open TCP handle.
+        Listener::Tcp(handle) => status(unsafe { sys::uv_tcp_nodelay(handle.as_ptr(), 1) }),
+        Listener::Pipe(_) => Ok(()),
+    }
+}
+
 /// TCP_NODELAY on a TCP stream (a no-op for pipes).
 pub fn set_nodelay<D: StreamEvents>(stream: &Stream<D>) -> Result<(), UvError> {
     match stream {
