@@ -23,12 +23,11 @@ fn uvloop_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<transports::ServerListener>()?;
     module.add_function(wrap_pyfunction!(transports::open_socket_transport, module)?)?;
     module.add_function(wrap_pyfunction!(
-        transports::install_socket_transport,
+        transports::install_transport_class,
         module
     )?)?;
+    module.add_function(wrap_pyfunction!(transports::open_pipe_transport, module)?)?;
     module.add_class::<transports::SockOp>()?;
     module.add_class::<transports::DatagramCore>()?;
-    module.add_class::<transports::PipeReader>()?;
-    module.add_class::<transports::PipeWriteQueue>()?;
     Ok(())
 }

@@ -218,10 +218,16 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         )
 
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
-        return _transports.ReadPipeTransport(self, pipe, protocol, waiter, extra)
+        transport = _transports.open_read_pipe(self, pipe, protocol)
+        if waiter is not None:
+            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        return transport
 
     def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
-        return _transports.WritePipeTransport(self, pipe, protocol, waiter, extra)
+        transport = _transports.open_write_pipe(self, pipe, protocol)
+        if waiter is not None:
+            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        return transport
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)

@@ -2,10 +2,10 @@
 datagrams and pipes, asyncio's transports with native readers and writers."""
 
 import asyncio
-import contextvars
-import inspect
-import socket
-import warnings
+import errno
+import os
+import stat
+import sys
 from asyncio import (
     base_events,
     constants,
@@ -98,7 +98,7 @@ class SocketTransport(transports._FlowControlMixin, asyncio.Transport):
         return "<{}>".format(" ".join(info))
 
 
-_native.install_socket_transport(SocketTransport)
+_native.install_transport_class(SocketTransport, "socket")
 
 
 # asyncio's datagram transport is an asyncio.DatagramTransport only from 3.12 on.
@@ -121,48 +121,119 @@ class DatagramTransport(*_DATAGRAM_BASES):
         self.sendto = core.sendto
 
 
-class ReadPipeTransport(unix_events._UnixReadPipeTransport):
-    """The read end of a pipe (or FIFO, tty, socket): asyncio's, with its reader native
-    (`uvloop.loop.PipeReader`)."""
+class _PipeTransport:
+    """What the two pipe transports share: asyncio's rare paths of `_UnixReadPipeTransport` and
+    `_UnixWritePipeTransport` (their hot methods are native, see SocketTransport)."""
 
-    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
-        # Before asyncio's __init__, which registers the reader it finds here.
-        self._read_ready = _native.PipeReader(self, pipe.fileno()).read_ready
-        super().__init__(loop, pipe, protocol, waiter, extra)
+    __slots__ = ()
 
-    def _read_ended(self, exc):
-        """The reader met end of file (exc is None) or a failed read."""
-        if exc is not None:
-            self._fatal_error(exc, "Fatal read error on pipe transport")
-            return
-        if self._loop.get_debug():
-            log.logger.info("%r was closed by peer", self)
-        self._closing = True
-        self._loop._remove_reader(self._fileno)
-        self._loop.call_soon(self._protocol.eof_received)
-        self._loop.call_soon(self._call_connection_lost, None)
+    _loop = property(lambda self: self._core._loop)
+    _protocol = property(lambda self: self.get_protocol())
+    _pipe = property(lambda self: self.get_extra_info("pipe") if not self._core._closed else None)
+    _fileno = property(lambda self: self._core._sock_fd)
+    _closing = property(lambda self: self.is_closing())
+
+    def _report(self, exc, message):
+        self._core._loop.call_exception_handler(
+            {
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self.get_protocol(),
+            }
+        )
+
+    def _debug_log(self, message):
+        log.logger.debug("%r %s", self, message)
+
+    def _info_log(self, message):
+        log.logger.info("%r %s", self, message)
+
+    def __repr__(self):
+        fd, closed, closing, reading, writing, bufsize = self._core._repr_info()
+        info = [self.__class__.__name__]
+        if closed:
+            info.append("closed")
+        elif closing:
+            info.append("closing")
+        info.append(f"fd={fd}")
+        if not closed:
+            if isinstance(self, ReadPipeTransport):
+                info.append("polling" if reading else "idle")
+            else:
+                info.append("polling" if writing else "idle")
+                info.append(f"bufsize={bufsize}")
+        return "<{}>".format(" ".join(info))
 
 
-class WritePipeTransport(unix_events._UnixWritePipeTransport):
-    """The write end of a pipe (or FIFO, tty, socket): asyncio's, with its queue and writer
-    native (`uvloop.loop.PipeWriteQueue`): chunks kept as written and sent with writev, instead
-    of a bytearray that every write copies into and every partial write shifts."""
+class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
+    """The read end of a pipe (or a FIFO, a socket, a character device) on a libuv handle, with
+    asyncio's `_UnixReadPipeTransport` behaviour."""
 
-    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
-        super().__init__(loop, pipe, protocol, waiter, extra)
-        self._buffer = _native.PipeWriteQueue(self, self._fileno)
-        self._write_ready = self._buffer.write_ready
+    __slots__ = ("_core", "__weakref__")
 
-    def _write_failed(self, exc):
-        self._buffer.clear()
-        self._conn_lost += 1
-        # _fatal_error() leaves the writer alone once the buffer is empty.
-        self._loop._remove_writer(self._fileno)
-        self._fatal_error(exc, "Fatal write error on pipe transport")
+    max_size = 256 * 1024
 
-    def _write_drained(self):
-        self._loop._remove_writer(self._fileno)
-        self._maybe_resume_protocol()  # may write again
-        if self._closing:
-            self._loop._remove_reader(self._fileno)
-            self._call_connection_lost(None)
+    def __init__(self, *args, **kwargs):
+        raise TypeError("ReadPipeTransport objects are made by the event loop")
+
+    def _fatal_error(self, exc, message="Fatal error on pipe transport"):
+        if isinstance(exc, OSError) and exc.errno == errno.EIO:
+            if self._core._loop is not None and self._core._loop.get_debug():
+                log.logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._report(exc, message)
+        self._force_close(exc)
+
+
+class WritePipeTransport(_PipeTransport, transports._FlowControlMixin, asyncio.WriteTransport):
+    """The write end of a pipe (or a FIFO, a socket, a character device) on a libuv handle, with
+    asyncio's `_UnixWritePipeTransport` behaviour."""
+
+    __slots__ = ("_core", "__weakref__")
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("WritePipeTransport objects are made by the event loop")
+
+    _protocol_paused = property(lambda self: self._core._protocol_paused)
+    _conn_lost = property(lambda self: self._core._conn_lost)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        SocketTransport.set_write_buffer_limits(self, high, low)
+
+    def _fatal_error(self, exc, message="Fatal error on pipe transport"):
+        if isinstance(exc, OSError):
+            if self._core._loop is not None and self._core._loop.get_debug():
+                log.logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._report(exc, message)
+        self._force_close(exc)
+
+    def _report_protocol_error(self, message, exc):
+        self._report(exc, message)
+
+
+_native.install_transport_class(ReadPipeTransport, "read_pipe")
+_native.install_transport_class(WritePipeTransport, "write_pipe")
+
+
+def open_read_pipe(loop, pipe, protocol):
+    """asyncio's checks of a read pipe, then the native transport."""
+    mode = os.fstat(pipe.fileno()).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+        raise ValueError("Pipe transport is for pipes/sockets only.")
+    os.set_blocking(pipe.fileno(), False)
+    return _native.open_pipe_transport(loop, pipe, protocol, False, False)
+
+
+def open_write_pipe(loop, pipe, protocol):
+    """asyncio's checks of a write pipe, then the native transport, watched for its reading end
+    going away where asyncio watches it (sockets and FIFOs)."""
+    mode = os.fstat(pipe.fileno()).st_mode
+    is_fifo = stat.S_ISFIFO(mode)
+    is_socket = stat.S_ISSOCK(mode)
+    if not (stat.S_ISCHR(mode) or is_fifo or is_socket):
+        raise ValueError("Pipe transport is only for pipes, sockets and character devices")
+    os.set_blocking(pipe.fileno(), False)
+    watch = is_socket or (is_fifo and not sys.platform.startswith("aix"))
+    return _native.open_pipe_transport(loop, pipe, protocol, True, watch)

@@ -317,6 +317,30 @@ impl Loop {
         drop(old);
     }
 
+    /// Watches write pipe `fd` for its reading end going away (a `PeerClosed` event then).
+    pub fn watch_peer_close(
+        &self,
+        py: Python<'_>,
+        fd: c_int,
+        core: &Bound<'_, StreamCore>,
+    ) -> PyResult<()> {
+        self.check_closed(py)?;
+        match self.selector.borrow_mut(py).as_mut() {
+            Some(selector) => selector
+                .watch_peer_close(fd, core.clone().unbind())
+                .map_err(os_error),
+            None => Ok(()),
+        }
+    }
+
+    pub fn unwatch_peer_close(&self, py: Python<'_>, fd: c_int, core: &Bound<'_, StreamCore>) {
+        let removed = match self.selector.borrow_mut(py).as_mut() {
+            Some(selector) => selector.unwatch_peer_close(fd, core.as_unbound()),
+            None => None,
+        };
+        drop(removed);
+    }
+
     /// `core` let go of `fd` (unless another transport took it since).
     pub fn forget_transport(&self, py: Python<'_>, fd: c_int, core: &Bound<'_, StreamCore>) {
         let Ok(index) = usize::try_from(fd) else {
@@ -898,6 +922,9 @@ impl Loop {
                 }
                 for op in selector.sock_ops() {
                     visit.call(op)?;
+                }
+                for core in selector.peer_watches() {
+                    visit.call(core)?;
                 }
             }
         }

@@ -14,7 +14,7 @@ use super::{selector, InlineIo, Loop, Ready};
 use crate::clock;
 use crate::handles::{self, Handle, Outcome};
 use crate::python;
-use crate::transports::{SockOp, StreamCore};
+use crate::transports::{SockOp, StreamCore, StreamEvent};
 use crate::uv::event_loop::{RUN_NOWAIT, RUN_ONCE};
 
 /// While callbacks keep the ready queue busy, libuv is asked for I/O at most this often; each
@@ -301,6 +301,12 @@ fn queue_io(this: &Loop, py: Python<'_>, found: selector::Collected) {
         let mut ready = this.ready.borrow_mut(py);
         ready.extend(found.handles.into_iter().map(Ready::Call));
         ready.extend(found.sock_ops.into_iter().map(Ready::SockOp));
+        ready.extend(
+            found
+                .peers_closed
+                .into_iter()
+                .map(|core| Ready::Stream(core, StreamEvent::PeerClosed)),
+        );
     }
     for (fd, side) in found.cancelled {
         let removed = match this.selector.borrow_mut(py).as_mut() {

@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use pyo3::prelude::*;
 
 use crate::handles::Handle;
-use crate::transports::SockOp;
+use crate::transports::{SockOp, StreamCore};
 
 /// One watched fd, like a `selectors.SelectorKey` with `(reader, writer)` as data.
 struct Key {
@@ -61,6 +61,8 @@ pub struct Selector {
     /// re-arms the fd with one epoll_ctl, and an fd stays in the set (disarmed) between
     /// operations instead of leaving and rejoining it.
     sock_ops: HashMap<RawFd, SockSlots>,
+    /// Write pipes whose reading end going away is watched (asyncio's reader on a write pipe).
+    peer_watches: HashMap<RawFd, Py<StreamCore>>,
     events: Vec<libc::epoll_event>,
     /// Keys that lost a side since the last wait. The kernel learns of it just before the next
     /// wait, so that a writer removed and added back in between (a transport whose queue
@@ -92,6 +94,8 @@ impl SockSlots {
 pub struct Collected {
     pub handles: Vec<Py<Handle>>,
     pub sock_ops: Vec<Py<SockOp>>,
+    /// Write pipes whose reader went away.
+    pub peers_closed: Vec<Py<StreamCore>>,
     pub cancelled: Vec<(RawFd, Side)>,
 }
 
@@ -114,6 +118,7 @@ impl Selector {
             epoll: unsafe { OwnedFd::from_raw_fd(fd) },
             keys: HashMap::new(),
             sock_ops: HashMap::new(),
+            peer_watches: HashMap::new(),
             events: Vec::new(),
             narrowed: Vec::new(),
         })
@@ -162,7 +167,7 @@ impl Selector {
         self.apply_narrowed();
         let mut events = std::mem::take(&mut self.events);
         events.clear();
-        let capacity = (self.keys.len() + self.sock_ops.len()).max(1);
+        let capacity = (self.keys.len() + self.sock_ops.len() + self.peer_watches.len()).max(1);
         events.reserve(capacity);
         // SAFETY: the buffer has room for `capacity` events; epoll_wait writes at most that many
         // and returns how many it wrote.
@@ -304,6 +309,12 @@ impl Selector {
                 }
                 continue;
             }
+            if let Some(core) = self.peer_watches.remove(&fd) {
+                // Once: the transport closes.
+                let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
+                found.peers_closed.push(core);
+                continue;
+            }
             let Some(key) = self.keys.get(&fd) else {
                 continue;
             };
@@ -363,6 +374,34 @@ impl Selector {
         Ok(replaced.filter(|old| old.as_ptr() != op.as_ptr()))
     }
 
+    /// Watches the write pipe `fd` (libuv's descriptor of `core`) for its reading end going away
+    /// (an error or hang-up; readability on a socket).
+    pub fn watch_peer_close(&mut self, fd: RawFd, core: Py<StreamCore>) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32)?;
+        drop(self.peer_watches.insert(fd, core));
+        Ok(())
+    }
+
+    /// Stops watching `fd` for `core` (before libuv closes it); the watch is returned for
+    /// dropping outside the borrow.
+    pub fn unwatch_peer_close(
+        &mut self,
+        fd: RawFd,
+        core: &Py<StreamCore>,
+    ) -> Option<Py<StreamCore>> {
+        match self.peer_watches.get(&fd) {
+            Some(watched) if watched.as_ptr() == core.as_ptr() => {
+                let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
+                self.peer_watches.remove(&fd)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn peer_watches(&self) -> impl Iterator<Item = &Py<StreamCore>> {
+        self.peer_watches.values()
+    }
+
     /// `op` is done: the fd stays registered (disarmed) for the next operation.
     pub fn disarm_sock_op(&mut self, fd: RawFd, op: &Py<SockOp>) -> Option<Py<SockOp>> {
         let slots = self.sock_ops.get_mut(&fd)?;
@@ -387,7 +426,7 @@ impl Selector {
     }
 
     /// Empties the set, handing back every handle and file object for dropping outside a borrow.
-    pub fn drain(&mut self) -> (Vec<DrainedKey>, Vec<Py<SockOp>>) {
+    pub fn drain(&mut self) -> (Vec<DrainedKey>, Vec<Py<SockOp>>, Vec<Py<StreamCore>>) {
         let keys = self
             .keys
             .drain()
@@ -398,7 +437,8 @@ impl Selector {
             .drain()
             .flat_map(|(_, slots)| slots.reader.into_iter().chain(slots.writer))
             .collect();
-        (keys, ops)
+        let watches = self.peer_watches.drain().map(|(_, core)| core).collect();
+        (keys, ops, watches)
     }
 
     pub fn sock_ops(&self) -> impl Iterator<Item = &Py<SockOp>> {

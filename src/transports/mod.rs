@@ -2,22 +2,19 @@
 
 mod buffer;
 mod datagram;
-mod pipe;
 mod server;
 mod sock_ops;
 mod socket_transport;
 mod stream;
 mod syscall;
-mod write_queue;
 
 use pyo3::prelude::*;
 
 use crate::gil::GilRefCell;
 pub use datagram::DatagramCore;
-pub use pipe::{PipeReader, PipeWriteQueue};
 pub use server::{ServerClients, ServerListener};
 pub use sock_ops::SockOp;
-pub use socket_transport::{install_socket_transport, open_socket_transport};
+pub use socket_transport::{install_transport_class, open_pipe_transport, open_socket_transport};
 pub use stream::{StreamCore, StreamEvent};
 
 /// The Python transport a native half works for, until the cyclic GC clears it.

@@ -9,7 +9,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PySet;
 
-use super::stream::{StreamCore, StreamEvent};
+use super::stream::{Kind, StreamCore, StreamEvent};
 use crate::gil::{GilCell, GilRefCell};
 use crate::loop_::Loop;
 use crate::python;
@@ -198,6 +198,7 @@ impl ServerListener {
             py,
             StreamCore::new(
                 this.event_loop.clone_ref(py),
+                Kind::Socket,
                 None,
                 context.unbind(),
                 -1,

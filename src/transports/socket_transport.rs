@@ -1,8 +1,9 @@
-//! `uvloop._transports.SocketTransport`, the stream transport protocols see: a Python subclass of
-//! `asyncio.Transport` (so it is one, as asyncio documents) with a `_core` slot holding its
-//! `StreamCore`, and native method descriptors installed on it for every method that runs per
-//! read, per write or per connection. A transport is made natively (`tp_alloc` and the slot), so
-//! no Python code runs to make one.
+//! The stream transports protocols see: `uvloop._transports.SocketTransport` (a Python subclass of
+//! `asyncio.Transport`), `ReadPipeTransport` and `WritePipeTransport` (of `asyncio.ReadTransport`
+//! and `asyncio.WriteTransport`), so that they are what asyncio documents. Each has a `_core` slot
+//! holding its `StreamCore`, and native method descriptors installed on it for every method that
+//! runs per read, per write or per connection. A transport is made natively (`tp_alloc` and the
+//! slot), so no Python code runs to make one.
 
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -13,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
-use super::stream::{StreamCore, StreamEvent};
+use super::stream::{Kind, StreamCore, StreamEvent};
 use crate::loop_::Loop;
 use crate::uv::{pipe, tcp};
 
@@ -23,18 +24,44 @@ struct TransportClass {
     core_offset: isize,
 }
 
-static SOCKET_TRANSPORT: PyOnceLock<TransportClass> = PyOnceLock::new();
+/// The installed classes, by `Kind` (socket, read pipe, write pipe).
+static CLASSES: [PyOnceLock<TransportClass>; 3] =
+    [PyOnceLock::new(), PyOnceLock::new(), PyOnceLock::new()];
 
-fn transport_class(py: Python<'_>) -> PyResult<&TransportClass> {
-    SOCKET_TRANSPORT
-        .get(py)
-        .ok_or_else(|| PyTypeError::new_err("uvloop's socket transport class is not installed"))
+fn kind_index(kind: Kind) -> usize {
+    match kind {
+        Kind::Socket => 0,
+        Kind::ReadPipe => 1,
+        Kind::WritePipe => 2,
+    }
 }
 
-/// The core in the `_core` slot of `slf` (an instance of the installed class: the method
+fn transport_class(py: Python<'_>, kind: Kind) -> PyResult<&TransportClass> {
+    CLASSES[kind_index(kind)]
+        .get(py)
+        .ok_or_else(|| PyTypeError::new_err("uvloop's transport classes are not installed"))
+}
+
+/// The installed class `slf` is an instance of.
+fn class_of(py: Python<'_>, slf: *mut ffi::PyObject) -> PyResult<&TransportClass> {
+    for cell in &CLASSES {
+        if let Some(class) = cell.get(py) {
+            // SAFETY: GIL held; both are live objects (a type check, no reference taken).
+            let is_instance = unsafe {
+                ffi::PyObject_TypeCheck(slf, class.class.as_ptr().cast::<ffi::PyTypeObject>())
+            };
+            if is_instance != 0 {
+                return Ok(class);
+            }
+        }
+    }
+    Err(PyTypeError::new_err("not a uvloop transport"))
+}
+
+/// The core in the `_core` slot of `slf` (an instance of an installed class: the method
 /// descriptors check that before calling).
 fn core_of<'py>(py: Python<'py>, slf: *mut ffi::PyObject) -> PyResult<Bound<'py, StreamCore>> {
-    let class = transport_class(py)?;
+    let class = class_of(py, slf)?;
     // SAFETY: `slf` is an instance of the class (the descriptor's type check), whose layout has
     // the `_core` object slot at `core_offset`; the slot holds NULL or a strong reference.
     let core = unsafe {
@@ -56,7 +83,7 @@ pub(super) fn new_transport<'py>(
     py: Python<'py>,
     core: &Bound<'py, StreamCore>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let class = transport_class(py)?;
+    let class = transport_class(py, core.get().kind())?;
     let class_ptr = class.class.as_ptr().cast::<ffi::PyTypeObject>();
     // SAFETY: GIL held; a heap type always has tp_alloc (PyType_GenericAlloc), which returns a
     // new, zeroed, GC-tracked instance or NULL with an exception.
@@ -98,6 +125,7 @@ pub fn open_socket_transport<'py>(
         py,
         StreamCore::new(
             event_loop.clone().unbind(),
+            Kind::Socket,
             Some(protocol),
             context,
             fd,
@@ -125,10 +153,80 @@ pub fn open_socket_transport<'py>(
     Ok(transport)
 }
 
-/// Installs the native methods on `cls`, the SocketTransport class (once per process).
+/// Makes the transport for a pipe end (or a FIFO, a socket, a character device) `pipe`: libuv
+/// gets a duplicate of its descriptor, so that closing the transport closes the pipe object as
+/// asyncio does; a write pipe's reading end going away is watched, as asyncio watches it.
 #[pyfunction]
-pub fn install_socket_transport(cls: &Bound<'_, PyType>) -> PyResult<()> {
+#[pyo3(signature = (event_loop, pipe, protocol, write, watch_peer))]
+pub fn open_pipe_transport<'py>(
+    event_loop: &Bound<'py, Loop>,
+    pipe: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    write: bool,
+    watch_peer: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = event_loop.py();
+    event_loop.get().check_open(py)?;
+    let fileno: c_int = pipe.call_method0(pyo3::intern!(py, "fileno"))?.extract()?;
+    let kind = if write {
+        Kind::WritePipe
+    } else {
+        Kind::ReadPipe
+    };
+    let context = crate::handles::copy_current_context(py)?;
+    // SAFETY: plain system call on a descriptor number; the result is checked.
+    let fd = unsafe { libc::fcntl(fileno, libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(crate::uv::error::os_error(std::io::Error::last_os_error()));
+    }
+    let core = Bound::new(
+        py,
+        StreamCore::new(
+            event_loop.clone().unbind(),
+            kind,
+            Some(protocol),
+            context,
+            fd,
+            false,
+        )?,
+    )?;
+    let stream = match pipe::open(event_loop.get().uv(), fd, StreamCore::owner(&core)) {
+        Ok(stream) => stream,
+        Err(err) => {
+            // SAFETY: libuv did not take the duplicate; it is ours to close.
+            unsafe { libc::close(fd) };
+            return Err(err.into());
+        }
+    };
+    let this = core.get();
+    this.set_stream(py, stream);
+    let extra = PyDict::new(py);
+    extra.set_item("pipe", pipe)?;
+    this.set_extra(py, Some(extra.unbind()));
+    let transport = new_transport(py, &core)?;
+    this.set_transport(py, transport.clone().unbind());
+    if watch_peer {
+        event_loop.get().watch_peer_close(py, fd, &core)?;
+    }
+    StreamCore::queue(&core, StreamEvent::ConnectionMade);
+    Ok(transport)
+}
+
+/// Installs the native methods of a transport class (once per process): `kind` is "socket",
+/// "read_pipe" or "write_pipe".
+#[pyfunction]
+pub fn install_transport_class(cls: &Bound<'_, PyType>, kind: &str) -> PyResult<()> {
     let py = cls.py();
+    let (kind, methods): (Kind, &[Method]) = match kind {
+        "socket" => (Kind::Socket, SOCKET_METHODS),
+        "read_pipe" => (Kind::ReadPipe, READ_PIPE_METHODS),
+        "write_pipe" => (Kind::WritePipe, WRITE_PIPE_METHODS),
+        other => {
+            return Err(PyTypeError::new_err(format!(
+                "unknown transport kind {other:?}"
+            )))
+        }
+    };
     let descriptor = cls
         .getattr(pyo3::intern!(py, "__dict__"))?
         .get_item("_core")?;
@@ -147,7 +245,7 @@ pub fn install_socket_transport(cls: &Bound<'_, PyType>) -> PyResult<()> {
         (*member.cast::<ffi::PyMemberDef>()).offset
     };
     let class_ptr = cls.as_ptr().cast::<ffi::PyTypeObject>();
-    for (name, method, flags) in METHODS {
+    for (name, method, flags) in methods {
         // Leaked on purpose: a method descriptor keeps a pointer to its definition for ever.
         let definition = Box::leak(Box::new(ffi::PyMethodDef {
             ml_name: name.as_ptr(),
@@ -165,9 +263,9 @@ pub fn install_socket_transport(cls: &Bound<'_, PyType>) -> PyResult<()> {
         class: cls.clone().unbind(),
         core_offset,
     };
-    if SOCKET_TRANSPORT.set(py, installed).is_err() {
+    if CLASSES[kind_index(kind)].set(py, installed).is_err() {
         return Err(pyo3::exceptions::PyRuntimeError::new_err(
-            "the socket transport class is already installed",
+            "this transport class is already installed",
         ));
     }
     Ok(())
@@ -347,9 +445,9 @@ unsafe extern "C" fn m_get_extra_info(
     })
 }
 
-type MethodTable = [(&'static std::ffi::CStr, ffi::PyMethodDefPointer, c_int); 18];
+type Method = (&'static std::ffi::CStr, ffi::PyMethodDefPointer, c_int);
 
-const METHODS: &MethodTable = &[
+const SOCKET_METHODS: &[Method] = &[
     (
         c"write",
         ffi::PyMethodDefPointer {
@@ -475,5 +573,165 @@ const METHODS: &MethodTable = &[
             PyCFunction: m_reset_empty_waiter,
         },
         ffi::METH_NOARGS,
+    ),
+];
+
+const READ_PIPE_METHODS: &[Method] = &[
+    (
+        c"close",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_close,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"is_closing",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_is_closing,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"is_reading",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_is_reading,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"pause_reading",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_pause_reading,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"resume_reading",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_resume_reading,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"get_protocol",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_get_protocol,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"set_protocol",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_set_protocol,
+        },
+        ffi::METH_O,
+    ),
+    (
+        c"get_extra_info",
+        ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: m_get_extra_info,
+        },
+        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+    ),
+    (
+        c"_force_close",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_force_close,
+        },
+        ffi::METH_O,
+    ),
+];
+
+const WRITE_PIPE_METHODS: &[Method] = &[
+    (
+        c"write",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_write,
+        },
+        ffi::METH_O,
+    ),
+    (
+        c"writelines",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_writelines,
+        },
+        ffi::METH_O,
+    ),
+    (
+        c"write_eof",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_write_eof,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"can_write_eof",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_can_write_eof,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"close",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_close,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"abort",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_abort,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"is_closing",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_is_closing,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"get_write_buffer_size",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_get_write_buffer_size,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"get_write_buffer_limits",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_get_write_buffer_limits,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"get_protocol",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_get_protocol,
+        },
+        ffi::METH_NOARGS,
+    ),
+    (
+        c"set_protocol",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_set_protocol,
+        },
+        ffi::METH_O,
+    ),
+    (
+        c"get_extra_info",
+        ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: m_get_extra_info,
+        },
+        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+    ),
+    (
+        c"_force_close",
+        ffi::PyMethodDefPointer {
+            PyCFunction: m_force_close,
+        },
+        ffi::METH_O,
     ),
 ];

@@ -66,9 +66,14 @@ pub enum StreamEvent {
     ConnectionLost(Option<Py<PyAny>>),
     /// A server accepted the connection: its protocol and transport are made now.
     Accepted(Py<ServerListener>),
+    /// A read pipe's `protocol.eof_received()` (asyncio calls it soon after end of file).
+    EofReceived,
+    /// The reading end of a write pipe went away (see `Loop::watch_peer_close`).
+    PeerClosed,
 }
 
 pub enum ReadFailure {
+    /// A failed read: the errno.
     Errno(c_int),
     GetBuffer(PyErr),
 }
@@ -106,10 +111,13 @@ enum ReadPath {
 }
 
 impl Protocol {
-    fn new(protocol: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn new(protocol: &Bound<'_, PyAny>, kind: Kind) -> PyResult<Self> {
         let py = protocol.py();
         let method = |name| protocol.getattr(name).ok().map(Bound::unbind);
-        let read = if protocol.is_instance(python::buffered_protocol_type(py)?)? {
+        // asyncio's pipe transports call data_received whatever the protocol.
+        let buffered =
+            kind == Kind::Socket && protocol.is_instance(python::buffered_protocol_type(py)?)?;
+        let read = if buffered {
             ReadPath::Buffered(
                 method(pyo3::intern!(py, "get_buffer"))
                     .zip(method(pyo3::intern!(py, "buffer_updated"))),
@@ -150,6 +158,16 @@ fn escapes(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
+/// What a stream transport is: a socket's (asyncio's `_SelectorSocketTransport`), or either end of
+/// a pipe (asyncio's `_UnixReadPipeTransport` and `_UnixWritePipeTransport`, whose closing,
+/// end-of-file and error handling differ).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Socket,
+    ReadPipe,
+    WritePipe,
+}
+
 /// Boolean state of a transport.
 #[derive(Clone, Copy, Default)]
 struct Flags {
@@ -185,6 +203,7 @@ pub struct StreamCore {
     context: Py<PyAny>,
     /// The libuv handle; None once closed.
     stream: GilRefCell<Option<Stream<Owner>>>,
+    kind: Kind,
     /// The descriptor libuv owns (for reprs and the loop's transport table).
     fd: GilCell<c_int>,
     flags: GilCell<Flags>,
@@ -248,17 +267,20 @@ impl StreamCore {
     /// its protocol once the factory made it.
     pub fn new(
         event_loop: Py<Loop>,
+        kind: Kind,
         protocol: Option<&Bound<'_, PyAny>>,
         context: Py<PyAny>,
         fd: c_int,
         tcp: bool,
     ) -> PyResult<Self> {
+        let protocol = protocol.map(|p| Protocol::new(p, kind)).transpose()?;
         Ok(Self {
             event_loop,
             transport: GilRefCell::new(None),
-            protocol: GilRefCell::new(protocol.map(Protocol::new).transpose()?),
+            protocol: GilRefCell::new(protocol),
             context,
             stream: GilRefCell::new(None),
+            kind,
             fd: GilCell::new(fd),
             flags: GilCell::new(Flags {
                 tcp,
@@ -309,6 +331,10 @@ impl StreamCore {
         if let Some((_, current)) = self.server.borrow_mut(py).as_mut() {
             *current = slot;
         }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     pub fn fd(&self, py: Python<'_>) -> c_int {
@@ -543,7 +569,7 @@ impl StreamCore {
         match event {
             StreamEvent::ConnectionMade => {
                 Self::connection_made(slf)?;
-                if this.is_reading(py) {
+                if this.kind != Kind::WritePipe && this.is_reading(py) {
                     Self::read_start(slf);
                 }
                 Ok(())
@@ -570,7 +596,7 @@ impl StreamCore {
                     StreamEvent::ReadFailed(ReadFailure::Errno(errno)) => Self::fatal_error(
                         slf,
                         UvError(-errno).into(),
-                        "Fatal read error on socket transport",
+                        this.message("Fatal read error on socket transport"),
                     ),
                     StreamEvent::ReadFailed(ReadFailure::GetBuffer(err)) => Self::fatal_error(
                         slf,
@@ -582,19 +608,31 @@ impl StreamCore {
             }
             StreamEvent::WriteFailed(errno) => {
                 let err: PyErr = UvError(-errno).into();
+                if this.kind == Kind::WritePipe {
+                    this.conn_lost.set(py, this.conn_lost.get(py) + 1);
+                }
                 let waiter = this
                     .empty_waiter
                     .borrow(py)
                     .as_ref()
                     .map(|w| w.clone_ref(py));
                 let exc = err.clone_ref(py).into_value(py);
-                Self::fatal_error(slf, err, "Fatal write error on socket transport")?;
+                Self::fatal_error(
+                    slf,
+                    err,
+                    this.message("Fatal write error on socket transport"),
+                )?;
                 if let Some(waiter) = waiter {
                     waiter.call_method1(py, pyo3::intern!(py, "set_exception"), (exc,))?;
                 }
                 Ok(())
             }
             StreamEvent::Drained => Self::drained(slf),
+            StreamEvent::EofReceived => {
+                let method = Self::protocol_method(slf, pyo3::intern!(py, "eof_received"));
+                Self::run_callback(slf, method, ())
+            }
+            StreamEvent::PeerClosed => Self::peer_closed(slf),
             StreamEvent::ConnectionLost(exc) => Self::call_connection_lost(slf, exc),
             StreamEvent::Accepted(listener) => {
                 ServerListener::connection_accepted(listener.bind(py), slf)
@@ -633,6 +671,23 @@ impl StreamCore {
             None => Self::protocol_method(slf, pyo3::intern!(slf.py(), "data_received"))
                 .and_then(|m| m.call1((data,)).map(drop)),
         };
+        if slf.get().kind == Kind::ReadPipe {
+            // asyncio's read pipe lets it out of its reader handle: reported, reading goes on.
+            return match result {
+                Ok(()) => Ok(()),
+                Err(err) if escapes(py, &err) => Err(err),
+                Err(err) => {
+                    let method = Self::protocol_method(slf, pyo3::intern!(py, "data_received"))
+                        .unwrap_or_else(|_| slf.get().event_loop.bind(py).clone().into_any());
+                    python::report_protocol_callback_error(
+                        py,
+                        slf.get().event_loop.bind(py),
+                        &method,
+                        err,
+                    )
+                }
+            };
+        }
         Self::protocol_result(
             slf,
             result,
@@ -659,8 +714,21 @@ impl StreamCore {
         )
     }
 
-    /// asyncio's `_read_ready__on_eof`.
+    /// asyncio's `_read_ready__on_eof` (sockets), or a read pipe's end of file: eof_received and
+    /// connection_lost soon.
     fn read_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.kind == Kind::ReadPipe {
+            if this.event_loop.get().debug(py) {
+                Self::call_transport(slf, "_info_log", ("was closed by peer",))?;
+            }
+            this.update_flags(py, |f| f.closing = true);
+            Self::read_stop(slf);
+            Self::queue(slf, StreamEvent::EofReceived);
+            Self::queue(slf, StreamEvent::ConnectionLost(None));
+            return Ok(());
+        }
         Self::debug_log(slf, "received EOF")?;
         let keep_open = Self::protocol_method(slf, pyo3::intern!(slf.py(), "eof_received"))
             .and_then(|m| m.call0())
@@ -681,7 +749,8 @@ impl StreamCore {
     fn drained(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        if this.conn_lost.get(py) > 0 && !this.flags.get(py).closing {
+        let lost = this.conn_lost.get(py) > 0;
+        if lost && (this.kind == Kind::WritePipe || !this.flags.get(py).closing) {
             return Ok(());
         }
         Self::maybe_resume_protocol(slf)?;
@@ -697,6 +766,12 @@ impl StreamCore {
             waiter.call_method1(py, pyo3::intern!(py, "set_result"), (py.None(),))?;
         }
         let flags = this.flags.get(py);
+        if this.kind == Kind::WritePipe {
+            if flags.closing {
+                Self::call_connection_lost(slf, None)?;
+            }
+            return Ok(());
+        }
         if flags.closing {
             if this.conn_lost.get(py) == 0 {
                 this.conn_lost.set(py, 1);
@@ -706,6 +781,65 @@ impl StreamCore {
             Self::shutdown(slf)?;
         }
         Ok(())
+    }
+
+    /// A socket transport's error message, or the pipe transport's wording of it.
+    fn message(&self, socket: &'static str) -> &'static str {
+        if self.kind == Kind::Socket {
+            return socket;
+        }
+        match socket {
+            "Fatal read error on socket transport" => "Fatal read error on pipe transport",
+            "Fatal write error on socket transport" => "Fatal write error on pipe transport",
+            other => other,
+        }
+    }
+
+    /// Calls a protocol callback asyncio would have scheduled as a handle: its failure goes to
+    /// the exception handler, and the transport carries on.
+    fn run_callback<'py>(
+        slf: &Bound<'py, Self>,
+        method: PyResult<Bound<'py, PyAny>>,
+        args: impl pyo3::call::PyCallArgs<'py>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let method = match method {
+            Ok(method) => method,
+            Err(err) if escapes(py, &err) => return Err(err),
+            Err(err) => {
+                let loop_ = slf.get().event_loop.bind(py);
+                return python::report_protocol_callback_error(py, loop_, loop_.as_any(), err);
+            }
+        };
+        match method.call1(args) {
+            Ok(_) => Ok(()),
+            Err(err) if escapes(py, &err) => Err(err),
+            Err(err) => python::report_protocol_callback_error(
+                py,
+                slf.get().event_loop.bind(py),
+                &method,
+                err,
+            ),
+        }
+    }
+
+    /// asyncio's write pipe `_read_ready`: the reading end went away.
+    fn peer_closed(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.stream.borrow(py).is_none() {
+            return Ok(());
+        }
+        if this.event_loop.get().debug(py) {
+            Self::call_transport(slf, "_info_log", ("was closed by peer",))?;
+        }
+        let exc = if this.write_buffer_empty(py) {
+            None
+        } else {
+            let err = pyo3::exceptions::PyBrokenPipeError::new_err(());
+            Some(err.into_value(py).into_any())
+        };
+        Self::pipe_close(slf, exc)
     }
 
     /// A protocol callback's outcome: its failure is the transport's fatal error.
@@ -837,11 +971,19 @@ impl StreamCore {
         let py = slf.py();
         let this = slf.get();
         let lost = this.conn_lost.get(py);
-        if lost == 0 {
+        let pipe = this.kind == Kind::WritePipe;
+        if lost == 0 && !(pipe && this.flags.get(py).closing) {
             return Ok(true);
         }
         if lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
-            python::log_warning(py, "socket.send() raised exception.")?;
+            python::log_warning(
+                py,
+                if pipe {
+                    "pipe closed by peer or os.write(pipe, data) raised exception."
+                } else {
+                    "socket.send() raised exception."
+                },
+            )?;
         }
         this.conn_lost.set(py, lost + 1);
         Ok(false)
@@ -882,19 +1024,13 @@ impl StreamCore {
             match Self::try_write(slf, &[buf(data)]) {
                 Some(Ok(n)) if n >= data.len() => return Ok(()),
                 Some(Ok(n)) => n,
-                Some(Err(err)) => {
-                    return Self::fatal_error(
-                        slf,
-                        err.into(),
-                        "Fatal write error on socket transport",
-                    )
-                }
+                Some(Err(err)) => return Self::write_failed(slf, err),
                 None => return Ok(()),
             }
         };
         let rest = [buf(&chunk.bytes(py)[sent..])];
         if let Err(err) = Self::submit(slf, &rest, chunk) {
-            return Self::fatal_error(slf, err.into(), "Fatal write error on socket transport");
+            return Self::write_failed(slf, err);
         }
         Self::maybe_pause_protocol(slf)
     }
@@ -914,9 +1050,7 @@ impl StreamCore {
         };
         let mut sent = match sent {
             Some(Ok(n)) => n,
-            Some(Err(err)) => {
-                return Self::fatal_error(slf, err.into(), "Fatal write error on socket transport")
-            }
+            Some(Err(err)) => return Self::write_failed(slf, err),
             None => return Ok(()),
         };
         let mut rest = Vec::with_capacity(chunks.len());
@@ -935,9 +1069,23 @@ impl StreamCore {
             return Ok(());
         }
         if let Err(err) = Self::submit(slf, &bufs, rest) {
-            return Self::fatal_error(slf, err.into(), "Fatal write error on socket transport");
+            return Self::write_failed(slf, err);
         }
         Self::maybe_pause_protocol(slf)
+    }
+
+    /// A write failed at once: asyncio's fatal error (a pipe counts the connection as lost).
+    fn write_failed(slf: &Bound<'_, Self>, err: UvError) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.kind == Kind::WritePipe {
+            this.conn_lost.set(py, this.conn_lost.get(py) + 1);
+        }
+        Self::fatal_error(
+            slf,
+            err.into(),
+            this.message("Fatal write error on socket transport"),
+        )
     }
 
     /// Hands libuv a write request for `bufs`, which point into `keep`.
@@ -1027,10 +1175,32 @@ impl StreamCore {
 
     // ---- closing ---------------------------------------------------------------------------
 
-    /// asyncio's `_SelectorTransport.close`.
+    /// asyncio's pipe transports' `_close(exc)`: connection_lost soon, whatever is queued.
+    fn pipe_close(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.update_flags(py, |f| f.closing = true);
+        this.drop_pending(py);
+        Self::read_stop(slf);
+        drop(std::mem::take(&mut *this.held.borrow_mut(py)));
+        this.event_loop
+            .get()
+            .unwatch_peer_close(py, this.fd.get(py), slf);
+        Self::queue(slf, StreamEvent::ConnectionLost(exc));
+        Ok(())
+    }
+
+    /// asyncio's `_SelectorTransport.close` (a read pipe's close; a write pipe's is write_eof).
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        match this.kind {
+            Kind::Socket => {}
+            Kind::ReadPipe if this.flags.get(py).closing => return Ok(()),
+            Kind::ReadPipe => return Self::pipe_close(slf, None),
+            Kind::WritePipe if this.stream.borrow(py).is_none() => return Ok(()),
+            Kind::WritePipe => return Self::write_eof(slf),
+        }
         if this.flags.get(py).closing {
             return Ok(());
         }
@@ -1044,10 +1214,13 @@ impl StreamCore {
         Ok(())
     }
 
-    /// asyncio's `_force_close`.
+    /// asyncio's `_force_close` (a pipe's `_close`).
     fn force_close(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        if this.kind != Kind::Socket {
+            return Self::pipe_close(slf, exc);
+        }
         if this.conn_lost.get(py) > 0 {
             return Ok(());
         }
@@ -1080,6 +1253,11 @@ impl StreamCore {
             })
         });
         Self::close_handle(slf);
+        let closed_pipe = if this.kind == Kind::Socket {
+            Ok(())
+        } else {
+            Self::close_pipe_object(slf)
+        };
         let server = this.server.take(py);
         let transport = this.transport.take(py);
         let protocol = this.protocol.take(py);
@@ -1103,7 +1281,24 @@ impl StreamCore {
             }
             None => Ok(()),
         };
-        result.and(detached).and(failed_waiter)
+        result.and(closed_pipe).and(detached).and(failed_waiter)
+    }
+
+    /// asyncio closes a pipe transport's pipe object after connection_lost.
+    fn close_pipe_object(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let pipe = slf
+            .get()
+            .extra
+            .borrow(py)
+            .as_ref()
+            .map(|extra| extra.bind(py).get_item("pipe"))
+            .transpose()?
+            .flatten();
+        match pipe {
+            Some(pipe) => pipe.call_method0(pyo3::intern!(py, "close")).map(drop),
+            None => Ok(()),
+        }
     }
 
     /// Closes the libuv handle (and with it the descriptor), once.
@@ -1120,6 +1315,11 @@ impl StreamCore {
         this.event_loop
             .get()
             .forget_transport(py, this.fd.get(py), slf);
+        if this.kind == Kind::WritePipe {
+            this.event_loop
+                .get()
+                .unwatch_peer_close(py, this.fd.get(py), slf);
+        }
         drop(this.read_target.replace(py, ReadTarget::None));
         drop(this.buffered_read.take(py));
         drop(std::mem::take(&mut *this.held.borrow_mut(py)));
@@ -1144,7 +1344,15 @@ impl StreamCore {
     // ---- the transport's methods (see socket_transport) ------------------------------------
 
     pub fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let chunk = chunk_of(data)?;
+        let chunk = match chunk_of(data) {
+            // asyncio's write pipe asserts the type.
+            Err(_) if slf.get().kind == Kind::WritePipe => {
+                return Err(pyo3::exceptions::PyAssertionError::new_err(
+                    data.repr()?.unbind(),
+                ))
+            }
+            chunk => chunk?,
+        };
         slf.get().check_writable(slf.py(), "write")?;
         if chunk.bytes(slf.py()).is_empty() {
             return Ok(());
@@ -1175,6 +1383,20 @@ impl StreamCore {
         let py = slf.py();
         let this = slf.get();
         let flags = this.flags.get(py);
+        if this.kind == Kind::WritePipe {
+            // asyncio's write pipe: closes once what is queued is written.
+            if flags.closing {
+                return Ok(());
+            }
+            this.update_flags(py, |f| f.closing = true);
+            if this.write_buffer_empty(py) {
+                this.event_loop
+                    .get()
+                    .unwatch_peer_close(py, this.fd.get(py), slf);
+                Self::queue(slf, StreamEvent::ConnectionLost(None));
+            }
+            return Ok(());
+        }
         if flags.closing || flags.eof {
             return Ok(());
         }
@@ -1254,7 +1476,7 @@ impl StreamCore {
     }
 
     pub fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let new = Protocol::new(protocol)?;
+        let new = Protocol::new(protocol, self.kind)?;
         drop(self.protocol.replace(protocol.py(), Some(new)));
         Ok(())
     }
@@ -1495,6 +1717,11 @@ impl StreamCore {
             !self.write_buffer_empty(py),
             self.write_buffer_size(py),
         )
+    }
+
+    #[getter]
+    fn _closed(&self, py: Python<'_>) -> bool {
+        self.stream.borrow(py).is_none()
     }
 
     #[getter]

@@ -87,16 +87,3 @@ pub fn sendto(fd: c_int, data: &[u8], address: &SocketAddress) -> Result<usize, 
         )
     })
 }
-
-/// `read` into the `len` writable bytes at `buf`: Ok(0) at end of file.
-pub fn read(fd: c_int, buf: *mut u8, len: usize) -> Result<usize, c_int> {
-    // SAFETY: the caller passes `len` writable bytes at `buf`; read writes at most that many.
-    retry(|| unsafe { libc::read(fd, buf.cast(), len) })
-}
-
-/// One vectored write of the buffers in `iovecs` (pipes, which take no sendmsg).
-pub fn writev(fd: c_int, iovecs: &[libc::iovec]) -> Result<usize, c_int> {
-    // SAFETY: every iovec points into a buffer the caller keeps alive across the call, and the
-    // kernel only reads them.
-    retry(|| unsafe { libc::writev(fd, iovecs.as_ptr(), iovecs.len() as c_int) })
-}
