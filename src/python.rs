@@ -68,6 +68,11 @@ python_object!(
     "socket_for_fd"
 );
 python_object!(transport_socket_type, "asyncio.trsock", "TransportSocket");
+python_object!(
+    support_resolve_datagram_address,
+    "uvloop._native_support",
+    "resolve_datagram_address"
+);
 
 /// `asyncio.log.logger.warning(message)`.
 pub fn log_warning(py: Python<'_>, message: &str) -> PyResult<()> {
@@ -154,6 +159,15 @@ pub fn report_connection_setup_error(
 /// A socket object for a descriptor libuv owns (detached before libuv closes it).
 pub fn socket_for_fd(py: Python<'_>, fd: std::os::raw::c_int) -> PyResult<Py<PyAny>> {
     Ok(support_socket_for_fd(py)?.call1((fd,))?.unbind())
+}
+
+/// The numeric address a datagram socket's `sendto` would resolve `addr` to.
+pub fn resolve_datagram_address<'py>(
+    py: Python<'py>,
+    sock: &Bound<'py, PyAny>,
+    addr: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    support_resolve_datagram_address(py)?.call1((sock, addr))
 }
 
 /// `asyncio.trsock.TransportSocket(sock)`.

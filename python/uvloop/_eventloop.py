@@ -230,7 +230,10 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         return transport
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
-        return _transports.DatagramTransport(self, sock, protocol, address, waiter, extra)
+        transport = _transports.open_datagram_transport(self, sock, protocol, address, extra)
+        if waiter is not None:
+            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        return transport
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         transport = _native.open_socket_transport(self, sock, protocol, extra)

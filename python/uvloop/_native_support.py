@@ -92,3 +92,13 @@ def socket_for_fd(fd):
     """A socket object for a descriptor libuv owns (the transport detaches it before libuv
     closes the descriptor)."""
     return socket.socket(fileno=fd)
+
+
+def resolve_datagram_address(sock, addr):
+    """The numeric address `sock.sendto(data, addr)` sends to: a host name resolved (blocking,
+    as the socket module resolves it), with the socket module's errors for what it refuses."""
+    if not isinstance(addr, tuple):
+        raise TypeError(f"{sock.family.name} address must be tuple, not {type(addr).__name__}")
+    host, port = addr[0], addr[1]
+    infos = socket.getaddrinfo(host, port, sock.family, socket.SOCK_DGRAM)
+    return infos[0][4]

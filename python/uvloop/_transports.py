@@ -4,6 +4,7 @@ datagrams and pipes, asyncio's transports with native readers and writers."""
 import asyncio
 import errno
 import os
+import socket
 import stat
 import sys
 from asyncio import (
@@ -107,18 +108,93 @@ if not issubclass(_DATAGRAM_BASES[0], asyncio.DatagramTransport):
     _DATAGRAM_BASES += (asyncio.DatagramTransport,)
 
 
-class DatagramTransport(*_DATAGRAM_BASES):
-    """A datagram endpoint: asyncio's selector datagram transport, on every Python an instance
-    of asyncio.DatagramTransport as documented, with its reader and the common case of
-    `sendto` native (`uvloop.loop.DatagramCore`)."""
+class UnixDatagramTransport(*_DATAGRAM_BASES):
+    """An AF_UNIX datagram endpoint (which libuv cannot carry: see `uvloop.loop.DatagramCore`):
+    asyncio's selector datagram transport, on every Python an instance of
+    asyncio.DatagramTransport as documented, with its reader and connected sends native."""
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
-        core = _native.DatagramCore(self, sock.fileno(), sock.family)
+        core = _native.DatagramCore(self, sock.fileno())
         # Before asyncio's __init__, which registers the reader it finds here.
         self._read_ready = core.read_ready
         super().__init__(loop, sock, protocol, address, waiter, extra)
         core.bind(_DATAGRAM_BASES[0].sendto.__get__(self))
         self.sendto = core.sendto
+
+
+# How the running Python's asyncio counts queued datagrams and treats empty ones.
+_DATAGRAM_HEADER_SIZE = 8 if sys.version_info >= (3, 13) else 0
+_DROPS_EMPTY_DATAGRAMS = sys.version_info < (3, 13)
+
+
+class UDPTransport(transports._FlowControlMixin, asyncio.DatagramTransport):
+    """A UDP endpoint on a libuv handle, with asyncio's `_SelectorDatagramTransport` behaviour
+    (hot methods native, see SocketTransport)."""
+
+    __slots__ = ("_core", "__weakref__")
+
+    max_size = 256 * 1024
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("UDPTransport objects are made by the event loop")
+
+    _loop = property(lambda self: self._core._loop)
+    _protocol = property(lambda self: self.get_protocol())
+    _protocol_paused = property(lambda self: self._core._protocol_paused)
+    _conn_lost = property(lambda self: self._core._conn_lost)
+    _address = property(lambda self: self._core._address)
+    _sock_fd = property(lambda self: self._core._sock_fd)
+    _closing = property(lambda self: self.is_closing())
+
+    # asyncio's datagram transports can pause reading from 3.11 on.
+    if sys.version_info >= (3, 11):
+        pause_reading = property(lambda self: self._pause_reading)
+        resume_reading = property(lambda self: self._resume_reading)
+        is_reading = property(lambda self: self._is_reading)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        SocketTransport.set_write_buffer_limits(self, high, low)
+
+    _fatal_error = SocketTransport._fatal_error
+    _report_protocol_error = SocketTransport._report_protocol_error
+
+    def __repr__(self):
+        fd, closed, closing, reading, bufsize = self._core._repr_info()
+        info = [self.__class__.__name__]
+        if closed:
+            info.append("closed")
+        elif closing:
+            info.append("closing")
+        info.append(f"fd={fd}")
+        if not closed:
+            info.append("read=polling" if reading else "read=idle")
+            info.append(f"write=<{'polling' if bufsize else 'idle'}, bufsize={bufsize}>")
+        return "<{}>".format(" ".join(info))
+
+
+_native.install_transport_class(UDPTransport, "datagram")
+
+
+def open_datagram_transport(loop, sock, protocol, address=None, extra=None):
+    """The transport of a datagram endpoint: native on libuv for UDP, asyncio's with native
+    parts for AF_UNIX."""
+    if sock.family == socket.AF_UNIX:
+        return UnixDatagramTransport(loop, sock, protocol, address, None, extra)
+    info = {"socket": trsock.TransportSocket(sock)}
+    try:
+        info["sockname"] = sock.getsockname()
+    except OSError:
+        info["sockname"] = None
+    if extra:
+        info.update(extra)
+    if "peername" not in info:
+        try:
+            info["peername"] = sock.getpeername()
+        except OSError:
+            info["peername"] = None
+    return _native.open_udp_transport(
+        loop, sock, protocol, address, info, _DATAGRAM_HEADER_SIZE, _DROPS_EMPTY_DATAGRAMS
+    )
 
 
 class _PipeTransport:

@@ -22,7 +22,7 @@ use crate::clock;
 use crate::gil::{GilCell, GilRefCell};
 use crate::handles::{self, Handle, TimerHandle};
 use crate::python;
-use crate::transports::{SockOp, StreamCore, StreamEvent};
+use crate::transports::{DatagramEvent, SockOp, StreamCore, StreamEvent, UdpCore};
 use crate::uv::async_handle::Wakeup;
 use crate::uv::error::os_error;
 use crate::uv::event_loop::UvLoop;
@@ -39,6 +39,8 @@ pub enum Ready {
     Call(Py<Handle>),
     /// A sock_* operation's fd is ready (asyncio would queue its reader/writer handle here).
     SockOp(Py<SockOp>),
+    /// Something for a datagram transport.
+    Datagram(Py<UdpCore>, DatagramEvent),
     /// Something for a stream transport (asyncio would queue its reader/writer handle, or a
     /// `call_soon` of the transport, here).
     Stream(Py<StreamCore>, StreamEvent),
@@ -88,6 +90,9 @@ pub struct Loop {
     /// A KeyboardInterrupt/SystemExit (or panic) raised inside a libuv callback, re-raised by
     /// the running `run_forever` once libuv returns.
     pending_error: GilRefCell<Option<PyErr>>,
+    /// How many times libuv has been run: a transport that read in this poll waits for the next
+    /// one (see `read_once_per_poll`).
+    polls: GilCell<u64>,
     /// Whether I/O found by the current poll runs at once (see `io_inline`).
     io_inline: GilCell<InlineIo>,
     /// When libuv last polled for I/O (see `run::POLL_INTERVAL`).
@@ -98,8 +103,8 @@ pub struct Loop {
     clock_read_every: GilCell<u32>,
     /// When the clock was last read for the busy-poll check.
     last_clock_read: GilCell<f64>,
-    /// Open stream transports, indexed by fd.
-    transports: GilRefCell<Vec<Option<Py<StreamCore>>>>,
+    /// The cores of open stream and datagram transports, indexed by fd.
+    transports: GilRefCell<Vec<Option<Py<PyAny>>>>,
     /// The epoll set of watched fds and sock_* operations. None once the loop is closed.
     selector: GilRefCell<Option<Selector>>,
     /// None once the loop is closed.
@@ -281,6 +286,18 @@ impl Loop {
         }
     }
 
+    /// Whether an endpoint whose last read happened in poll `last` may read again now (one read
+    /// per poll, as asyncio reads once per readiness, and as libuv would not stop by itself:
+    /// it reads datagrams until the socket is empty, one failing system call more each time).
+    pub fn read_once_per_poll(&self, py: Python<'_>, last: &GilCell<u64>) -> bool {
+        let now = self.polls.get(py);
+        if last.get(py) == now {
+            return false;
+        }
+        last.set(py, now);
+        true
+    }
+
     /// A KeyboardInterrupt or SystemExit inside a libuv callback: libuv stops, and the running
     /// `run_forever` raises it once `uv_run` returns.
     pub fn escape(&self, py: Python<'_>, err: PyErr) {
@@ -303,7 +320,7 @@ impl Loop {
     }
 
     /// Notes which transport owns `fd` (add_reader and sock_* refuse it, as asyncio does).
-    pub fn remember_transport(&self, py: Python<'_>, fd: c_int, core: &Bound<'_, StreamCore>) {
+    pub fn remember_transport(&self, py: Python<'_>, fd: c_int, core: &Bound<'_, PyAny>) {
         let Ok(index) = usize::try_from(fd) else {
             return;
         };
@@ -342,7 +359,7 @@ impl Loop {
     }
 
     /// `core` let go of `fd` (unless another transport took it since).
-    pub fn forget_transport(&self, py: Python<'_>, fd: c_int, core: &Bound<'_, StreamCore>) {
+    pub fn forget_transport(&self, py: Python<'_>, fd: c_int, core: &Bound<'_, PyAny>) {
         let Ok(index) = usize::try_from(fd) else {
             return;
         };
@@ -529,6 +546,7 @@ impl Loop {
             current_handle: GilRefCell::new(None),
             task_factory: GilRefCell::new(None),
             pending_error: GilRefCell::new(None),
+            polls: GilCell::new(0),
             io_inline: GilCell::new(InlineIo::Off),
             last_poll: GilCell::new(0.0),
             busy_iterations: GilCell::new(0),
@@ -877,10 +895,14 @@ impl Loop {
             .get(fd)?
             .as_ref()
             .map(|c| c.clone_ref(py))?;
-        if core.get().sendfile_in_progress(py) {
-            return None;
+        let core = core.bind(py);
+        if let Ok(stream) = core.cast::<StreamCore>() {
+            if stream.get().sendfile_in_progress(py) {
+                return None;
+            }
+            return stream.get().transport(py);
         }
-        core.get().transport(py)
+        core.cast::<UdpCore>().ok()?.get().transport(py)
     }
 
     /// The selectors.EVENT_* mask watched on `fd` (0 when none), for the selector view that
@@ -903,6 +925,10 @@ impl Loop {
                     Ready::Stream(core, event) => {
                         visit.call(core)?;
                         StreamCore::visit_event(event, &visit)?;
+                    }
+                    Ready::Datagram(core, event) => {
+                        visit.call(core)?;
+                        UdpCore::visit_event(event, &visit)?;
                     }
                 }
             }

@@ -14,7 +14,7 @@ use super::{selector, InlineIo, Loop, Ready};
 use crate::clock;
 use crate::handles::{self, Handle, Outcome};
 use crate::python;
-use crate::transports::{SockOp, StreamCore, StreamEvent};
+use crate::transports::{SockOp, StreamCore, StreamEvent, UdpCore};
 use crate::uv::event_loop::{RUN_NOWAIT, RUN_ONCE};
 
 /// While callbacks keep the ready queue busy, libuv is asked for I/O at most this often; each
@@ -116,6 +116,7 @@ fn poll(slf: &Bound<'_, Loop>, block: bool) -> PyResult<()> {
     if block {
         this.io_inline.set(py, InlineIo::Undecided);
     }
+    this.polls.set(py, this.polls.get(py).wrapping_add(1));
     let ran = this.uv.run(py, mode);
     this.io_inline.set(py, InlineIo::Off);
     if let Err(payload) = ran {
@@ -253,6 +254,7 @@ fn run_ready(slf: &Bound<'_, Loop>) -> PyResult<()> {
             Ready::Call(handle) => run_handle(this, handle.into_bound(py)),
             Ready::SockOp(op) => SockOp::on_ready(op.bind(py)),
             Ready::Stream(core, event) => StreamCore::run_event(core.bind(py), event),
+            Ready::Datagram(core, event) => UdpCore::run_event(core.bind(py), event),
         };
         if let Outcome::Escape(err) = outcome {
             return Err(err);
@@ -401,6 +403,7 @@ pub fn drop_queued(this: &Loop, py: Python<'_>) {
             Ready::Call(handle) => handles::release(handle),
             Ready::SockOp(op) => drop(op),
             Ready::Stream(core, event) => drop((core, event)),
+            Ready::Datagram(core, event) => drop((core, event)),
         }
     }
     let timers: Vec<_> = this

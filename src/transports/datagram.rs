@@ -1,19 +1,19 @@
-//! The per-datagram half of `uvloop._transports.DatagramTransport`, which is asyncio's selector
-//! datagram transport otherwise: receiving a datagram into the protocol, and the common case of
-//! `sendto` (bytes, nothing queued, an address given as numbers or none needed).
+//! The per-datagram half of `uvloop._transports.UnixDatagramTransport`, the transport of AF_UNIX
+//! datagram endpoints (which libuv cannot carry: its receive callback drops the length of the
+//! sender's address, which abstract and unnamed Unix addresses need, and its send pads every Unix
+//! address to full length), and asyncio's selector datagram transport otherwise: receiving a
+//! datagram into the protocol, and `sendto` on a connected socket with nothing queued.
 //!
-//! Everything else `sendto` meets (other buffer types, a queue to wait behind, a lost
-//! connection, a wrong or symbolic address, a full socket buffer) goes to asyncio's own
-//! `sendto`, which then does exactly what it does on asyncio.
+//! Everything else `sendto` meets goes to asyncio's own `sendto`, which then does exactly what it
+//! does on asyncio.
 
-use std::ffi::CString;
 use std::os::raw::c_int;
 
-use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::PyBytes;
 
 use super::buffer::{copy_from_read_buffer, read_buffer, READ_BUFFER_SIZE};
+use super::sockaddr::SenderCache;
 use super::syscall;
 use super::TransportRef;
 use crate::gil::GilRefCell;
@@ -31,22 +31,13 @@ struct SetUp {
     python_sendto: Py<PyAny>,
 }
 
-/// The last sender's address: its raw form and the Python tuple made for it, handed out again
-/// while the same peer keeps sending.
-struct CachedAddress {
-    raw: [u8; std::mem::size_of::<libc::sockaddr_in6>()],
-    len: usize,
-    tuple: Py<PyAny>,
-}
-
 #[pyclass(frozen, module = "uvloop.loop", name = "DatagramCore")]
 pub struct DatagramCore {
     fd: c_int,
-    family: c_int,
     /// The Python transport (its `_protocol` and `_conn_lost` are read at each use).
     transport: TransportRef,
     bound: GilRefCell<Option<SetUp>>,
-    last_address: GilRefCell<Option<CachedAddress>>,
+    senders: SenderCache,
 }
 
 impl DatagramCore {
@@ -69,54 +60,17 @@ impl DatagramCore {
             .call_method1(pyo3::intern!(py, "error_received"), (err.into_value(py),))?;
         Ok(())
     }
-
-    /// The address of a datagram's sender in the socket module's form, reusing the tuple of
-    /// the previous datagram when it came from the same peer.
-    fn sender<'py>(
-        &self,
-        py: Python<'py>,
-        storage: &libc::sockaddr_storage,
-        len: libc::socklen_t,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let len = len as usize;
-        let family = c_int::from(storage.ss_family);
-        let cacheable = (family == libc::AF_INET || family == libc::AF_INET6)
-            && len <= std::mem::size_of::<libc::sockaddr_in6>();
-        if !cacheable {
-            return socket_address(py, storage, len);
-        }
-        // SAFETY: the kernel wrote `len` bytes of address into the storage, which is larger.
-        let raw = unsafe {
-            std::slice::from_raw_parts((storage as *const libc::sockaddr_storage).cast::<u8>(), len)
-        };
-        if let Some(cached) = &*self.last_address.borrow(py) {
-            if cached.raw[..cached.len] == *raw {
-                return Ok(cached.tuple.bind(py).clone());
-            }
-        }
-        let tuple = socket_address(py, storage, len)?;
-        let mut cached = CachedAddress {
-            raw: [0; std::mem::size_of::<libc::sockaddr_in6>()],
-            len,
-            tuple: tuple.clone().unbind(),
-        };
-        cached.raw[..len].copy_from_slice(raw);
-        let previous = self.last_address.replace(py, Some(cached));
-        drop(previous);
-        Ok(tuple)
-    }
 }
 
 #[pymethods]
 impl DatagramCore {
     #[new]
-    fn new(transport: Py<PyAny>, fd: c_int, family: c_int) -> Self {
+    fn new(transport: Py<PyAny>, fd: c_int) -> Self {
         Self {
             fd,
-            family,
             transport: TransportRef::new(transport),
             bound: GilRefCell::new(None),
-            last_address: GilRefCell::new(None),
+            senders: SenderCache::default(),
         }
     }
 
@@ -162,7 +116,7 @@ impl DatagramCore {
         .map(|n| copy_from_read_buffer(py, n));
         match received {
             Ok(data) => {
-                let sender = self.sender(py, &storage, storage_len)?;
+                let sender = self.senders.sender(py, &storage, storage_len as usize)?;
                 transport
                     .getattr(pyo3::intern!(py, "_protocol"))?
                     .call_method1(pyo3::intern!(py, "datagram_received"), (data, sender))?;
@@ -223,14 +177,12 @@ impl DatagramCore {
         {
             return fallback();
         }
-        let sent = if connected {
-            syscall::send(self.fd, payload)
-        } else {
-            let Some(target) = addr.and_then(|addr| numeric_address(self.family, &addr)) else {
-                return fallback();
-            };
-            syscall::sendto(self.fd, payload, &target)
-        };
+        // Unconnected sends (to a path, or to an abstract name) go to asyncio's sendto.
+        let _ = addr;
+        if !connected {
+            return fallback();
+        }
+        let sent = syscall::send(self.fd, payload);
         match sent {
             Ok(_) => Ok(()),
             Err(libc::EAGAIN) => fallback(),
@@ -242,6 +194,7 @@ impl DatagramCore {
         // SAFETY: tp_traverse runs with the GIL held by the collector.
         let py = unsafe { Python::assume_attached() };
         self.transport.visit(&visit)?;
+        self.senders.visit(&visit)?;
         if let Some(bound) = self.bound.try_borrow(py) {
             if let Some(bound) = &*bound {
                 visit.call(&bound.queue)?;
@@ -259,186 +212,6 @@ impl DatagramCore {
         let py = unsafe { Python::assume_attached() };
         self.transport.clear(py);
         drop(self.bound.take(py));
-        drop(self.last_address.take(py));
-    }
-}
-
-/// A socket address the kernel takes, from a Python address of numbers for `family` (what
-/// `socket.sendto` parses without a name lookup); None for anything else.
-fn numeric_address(family: c_int, addr: &Bound<'_, PyAny>) -> Option<syscall::SocketAddress> {
-    let tuple = addr.cast::<PyTuple>().ok()?;
-    let host = tuple.get_item(0).ok()?;
-    let host = CString::new(host.cast::<pyo3::types::PyString>().ok()?.to_str().ok()?).ok()?;
-    let port: u16 = tuple.get_item(1).ok()?.extract().ok()?;
-    match (family, tuple.len()) {
-        (libc::AF_INET, 2) => {
-            // SAFETY: sockaddr_in is plain C data.
-            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = port.to_be();
-            // SAFETY: a NUL-terminated string and room for an IPv4 address.
-            let parsed =
-                unsafe { inet_pton(libc::AF_INET, host.as_ptr(), (&raw mut sin.sin_addr).cast()) };
-            (parsed == 1).then_some(syscall::SocketAddress::V4(sin))
-        }
-        (libc::AF_INET6, 2..=4) => {
-            let flowinfo: u32 = match tuple.get_item(2) {
-                Ok(value) => value.extract().ok()?,
-                Err(_) => 0,
-            };
-            let scope_id: u32 = match tuple.get_item(3) {
-                Ok(value) => value.extract().ok()?,
-                Err(_) => 0,
-            };
-            if flowinfo > 0xfffff {
-                return None;
-            }
-            // SAFETY: sockaddr_in6 is plain C data.
-            let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = port.to_be();
-            sin6.sin6_flowinfo = flowinfo.to_be();
-            sin6.sin6_scope_id = scope_id;
-            // SAFETY: a NUL-terminated string and room for an IPv6 address.
-            let parsed = unsafe {
-                inet_pton(
-                    libc::AF_INET6,
-                    host.as_ptr(),
-                    (&raw mut sin6.sin6_addr).cast(),
-                )
-            };
-            (parsed == 1).then_some(syscall::SocketAddress::V6(sin6))
-        }
-        _ => None,
-    }
-}
-
-/// The socket module's form of an address (its `makesockaddr`).
-fn socket_address<'py>(
-    py: Python<'py>,
-    storage: &libc::sockaddr_storage,
-    len: usize,
-) -> PyResult<Bound<'py, PyAny>> {
-    if len == 0 {
-        return Ok(py.None().into_bound(py));
-    }
-    match c_int::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Ok((
-                ipv4_text(sin.sin_addr.s_addr.to_ne_bytes()),
-                u16::from_be(sin.sin_port),
-            )
-                .into_pyobject(py)?
-                .into_any())
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6 = unsafe {
-                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            Ok((
-                ipv6_text(&sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                u32::from_be(sin6.sin6_flowinfo),
-                sin6.sin6_scope_id,
-            )
-                .into_pyobject(py)?
-                .into_any())
-        }
-        libc::AF_UNIX => {
-            // SAFETY: the family says the storage holds a sockaddr_un.
-            let sun =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
-            let offset = std::mem::size_of::<libc::sa_family_t>();
-            let path_len = len.saturating_sub(offset).min(sun.sun_path.len());
-            // SAFETY: sun_path holds `path_len` initialised bytes (the kernel wrote the address).
-            let path =
-                unsafe { std::slice::from_raw_parts(sun.sun_path.as_ptr().cast::<u8>(), path_len) };
-            if path.first() == Some(&0) {
-                // Linux abstract namespace: the raw bytes.
-                return Ok(PyBytes::new(py, path).into_any());
-            }
-            let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
-            // SAFETY: valid pointer and length; decoding failures come back as NULL + error.
-            unsafe {
-                Bound::from_owned_ptr_or_err(
-                    py,
-                    ffi::PyUnicode_DecodeFSDefaultAndSize(
-                        path.as_ptr().cast(),
-                        end as ffi::Py_ssize_t,
-                    ),
-                )
-            }
-        }
-        family => Ok((family, PyBytes::new(py, &[]))
-            .into_pyobject(py)?
-            .into_any()),
-    }
-}
-
-extern "C" {
-    /// POSIX inet_ntop (not bound by the libc crate).
-    fn inet_ntop(
-        af: c_int,
-        src: *const libc::c_void,
-        dst: *mut libc::c_char,
-        size: libc::socklen_t,
-    ) -> *const libc::c_char;
-    /// POSIX inet_pton (not bound by the libc crate).
-    fn inet_pton(af: c_int, src: *const libc::c_char, dst: *mut libc::c_void) -> c_int;
-}
-
-/// Dotted-decimal text of an IPv4 address given in network order.
-fn ipv4_text(octets: [u8; 4]) -> String {
-    let mut text = String::with_capacity(15);
-    for (i, octet) in octets.into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
-    }
-    text
-}
-
-/// inet_ntop's text for an IPv6 address (what the socket module shows), e.g. `::1` or
-/// `::ffff:127.0.0.1`.
-fn ipv6_text(octets: &[u8; 16]) -> String {
-    let mut buffer = [0 as libc::c_char; 64];
-    // SAFETY: the address bytes and the output buffer are valid for the sizes given.
-    let text = unsafe {
-        inet_ntop(
-            libc::AF_INET6,
-            octets.as_ptr().cast(),
-            buffer.as_mut_ptr(),
-            buffer.len() as libc::socklen_t,
-        )
-    };
-    if text.is_null() {
-        return std::net::Ipv6Addr::from(*octets).to_string();
-    }
-    // SAFETY: inet_ntop wrote a NUL-terminated string into the buffer.
-    unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ipv4_text;
-
-    #[test]
-    fn ipv4_text_is_dotted_decimal() {
-        assert_eq!(ipv4_text([127, 0, 0, 1]), "127.0.0.1");
-        assert_eq!(ipv4_text([255, 10, 100, 9]), "255.10.100.9");
-        assert_eq!(ipv4_text([0, 0, 0, 0]), "0.0.0.0");
+        self.senders.clear(py);
     }
 }

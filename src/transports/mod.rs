@@ -2,11 +2,14 @@
 
 mod buffer;
 mod datagram;
+mod python_class;
 mod server;
 mod sock_ops;
+mod sockaddr;
 mod socket_transport;
 mod stream;
 mod syscall;
+mod udp;
 
 use pyo3::prelude::*;
 
@@ -16,6 +19,7 @@ pub use server::{ServerClients, ServerListener};
 pub use sock_ops::SockOp;
 pub use socket_transport::{install_transport_class, open_pipe_transport, open_socket_transport};
 pub use stream::{StreamCore, StreamEvent};
+pub use udp::{open_udp_transport, DatagramEvent, UdpCore};
 
 /// The Python transport a native half works for, until the cyclic GC clears it.
 pub struct TransportRef(GilRefCell<Option<Py<PyAny>>>);

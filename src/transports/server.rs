@@ -253,7 +253,7 @@ impl ServerListener {
         ServerClients::attach(this.clients.bind(py), core);
         this.event_loop
             .get()
-            .remember_transport(py, core.get().fd(py), core);
+            .remember_transport(py, core.get().fd(py), core.as_any());
         StreamCore::queue(core, StreamEvent::ConnectionMade);
         Ok(())
     }

@@ -1314,7 +1314,7 @@ impl StreamCore {
         }
         this.event_loop
             .get()
-            .forget_transport(py, this.fd.get(py), slf);
+            .forget_transport(py, this.fd.get(py), slf.as_any());
         if this.kind == Kind::WritePipe {
             this.event_loop
                 .get()

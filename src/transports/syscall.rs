@@ -56,34 +56,3 @@ pub fn recvfrom(
         )
     })
 }
-
-/// An IPv4 or IPv6 socket address to send to.
-pub enum SocketAddress {
-    V4(libc::sockaddr_in),
-    V6(libc::sockaddr_in6),
-}
-
-/// `sendto` of one datagram to `address`.
-pub fn sendto(fd: c_int, data: &[u8], address: &SocketAddress) -> Result<usize, c_int> {
-    let (ptr, len): (*const libc::sockaddr, usize) = match address {
-        SocketAddress::V4(sin) => (
-            (sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of_val(sin),
-        ),
-        SocketAddress::V6(sin6) => (
-            (sin6 as *const libc::sockaddr_in6).cast(),
-            std::mem::size_of_val(sin6),
-        ),
-    };
-    // SAFETY: `data` and the address are valid for the sizes given during the call.
-    retry(|| unsafe {
-        libc::sendto(
-            fd,
-            data.as_ptr().cast(),
-            data.len(),
-            libc::MSG_NOSIGNAL,
-            ptr,
-            len as libc::socklen_t,
-        )
-    })
-}

@@ -14,6 +14,7 @@ pub mod prepare;
 pub mod stream;
 pub mod tcp;
 pub mod timer;
+pub mod udp;
 pub mod work;
 
 pub use libuv_sys2 as sys;
