@@ -29,6 +29,7 @@ fn uvloop_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(transports::open_pipe_transport, module)?)?;
     module.add_function(wrap_pyfunction!(transports::open_udp_transport, module)?)?;
     module.add_class::<transports::UdpCore>()?;
+    module.add_class::<transports::ChildProcess>()?;
     module.add_class::<transports::SockOp>()?;
     module.add_class::<transports::DatagramCore>()?;
     Ok(())

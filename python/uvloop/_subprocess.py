@@ -1,25 +1,54 @@
-"""Child processes: asyncio's subprocess transport, with exits watched through pidfds.
+"""Child processes: asyncio's subprocess transport over children libuv starts (`uv_spawn`).
 
-A pidfd becomes readable when its process exits, so the loop learns of the exit like any other
-I/O, reaps exactly that pid (never processes started elsewhere by `subprocess` or `os.fork`),
-needs no signal handler, and works in any thread. Where pidfds are unavailable (Linux before
-5.3), a thread waits for the pid instead.
+libuv starts the child (posix_spawn where it can) and reports its exit; it reaps only its own
+children, by pid, so processes started elsewhere by `subprocess` or `os.fork` are left alone.
+What `uv_spawn` cannot express the way `subprocess.Popen` does (`preexec_fn`, `umask`,
+`process_group`, `user`, `group`, `extra_groups`, `pipesize`, `restore_signals=False`, a signal
+the parent ignores or blocks, and any argument Popen itself would refuse) goes to asyncio's own
+transport on `subprocess.Popen`, with the exit watched through a pidfd (or, without pidfds, a
+thread waiting for the pid). Descriptors Popen's `close_fds` would close are made
+close-on-exec for the moment of the spawn.
 """
 
+import _signal
+import errno
 import os
+import signal
+import stat
+import subprocess
 import threading
-from asyncio import log, unix_events
+from asyncio import base_subprocess, log, unix_events
+
+from . import loop as _native
+
+# The keyword arguments of Popen that uv_spawn expresses (with the values checked below).
+_SPAWN_KEYWORDS = frozenset(
+    ("executable", "cwd", "env", "close_fds", "pass_fds", "start_new_session", "restore_signals")
+)
+# Signals Popen(restore_signals=True) resets to their default in the child (libuv resets all).
+_RESTORED_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name)
+)
+_FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+# Every signal but those Popen resets anyway (SIG_IGN on one of them is what the child gets too).
+_ALL_SIGNALS = tuple(int(s) for s in signal.valid_signals() if s not in _RESTORED_SIGNALS)
 
 
 async def make_subprocess_transport(
     loop, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
 ):
     waiter = loop.create_future()
-    transport = unix_events._UnixSubprocessTransport(
-        loop, protocol, args, shell, stdin, stdout, stderr, bufsize,
-        waiter=waiter, extra=extra, **kwargs,
-    )
-    _watch(loop, transport.get_pid(), transport)
+    if _spawnable(stdin, stdout, stderr, kwargs):
+        transport = SpawnedTransport(
+            loop, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, **kwargs,
+        )
+    else:
+        transport = unix_events._UnixSubprocessTransport(
+            loop, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, **kwargs,
+        )
+        _watch(loop, transport.get_pid(), transport)
     try:
         await waiter
     except (SystemExit, KeyboardInterrupt):
@@ -31,8 +60,187 @@ async def make_subprocess_transport(
     return transport
 
 
+def _is_stdio_target(target, stderr=False):
+    if target in (None, subprocess.PIPE, subprocess.DEVNULL):
+        return True
+    if stderr and target == subprocess.STDOUT:
+        return True
+    if isinstance(target, int):
+        return target >= 0
+    return callable(getattr(target, "fileno", None))
+
+
+def _spawnable(stdin, stdout, stderr, kwargs):
+    """Whether uv_spawn starts the child exactly as Popen would with these arguments."""
+    if not kwargs.keys() <= _SPAWN_KEYWORDS:
+        return False
+    if not (_is_stdio_target(stdin) and _is_stdio_target(stdout)
+            and _is_stdio_target(stderr, stderr=True)):
+        return False
+    if not kwargs.get("restore_signals", True):
+        return False
+    pass_fds = kwargs.get("pass_fds", ())
+    if not isinstance(pass_fds, (list, tuple, set, frozenset)):
+        return False
+    if not all(isinstance(fd, int) and fd >= 0 for fd in pass_fds):
+        return False
+    env = kwargs.get("env")
+    if env is not None and not hasattr(env, "items"):
+        return False
+    # libuv's child starts with every signal at its default and none blocked. (The signal
+    # module's C functions: its Python wrappers make an enum of every answer, 25 times slower.)
+    if _signal.pthread_sigmask(signal.SIG_BLOCK, ()):
+        return False
+    ignored = signal.SIG_IGN
+    for sig in _ALL_SIGNALS:
+        if _signal.getsignal(sig) == ignored:
+            return False
+    return True
+
+
+def _inheritable_fds(keep):
+    """The descriptors above 2 (besides `keep`) that a child would inherit: Popen's close_fds
+    closes them, so they are kept from the child for the spawn."""
+    found = []
+    for name in os.listdir(_FD_DIR):
+        fd = int(name)
+        if fd <= 2 or fd in keep:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:
+            pass  # the listing's own descriptor, closed by now
+    return found
+
+
+class _Child:
+    """What asyncio's subprocess transport uses of a Popen object, for a child libuv started."""
+
+    def __init__(self, native, args, stdin, stdout, stderr):
+        self._native = native
+        self.args = args
+        self.pid = native.pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self._returncode = None
+
+    @property
+    def returncode(self):
+        if self._returncode is not None:
+            return self._returncode
+        return self._native.returncode
+
+    @returncode.setter
+    def returncode(self, value):
+        self._returncode = value
+
+    def poll(self):
+        # libuv reaps the child; this only reports what it found.
+        return self.returncode
+
+    def send_signal(self, sig):
+        self._native.send_signal(sig)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def __repr__(self):
+        return f"<{type(self).__name__}: returncode: {self.returncode} args: {self.args!r}>"
+
+
+def _environment(env):
+    """Popen's environment list for `env`, with its checks."""
+    items = []
+    for name, value in env.items():
+        name = os.fsencode(name)
+        if b"=" in name:
+            raise ValueError("illegal environment variable name")
+        items.append(name + b"=" + os.fsencode(value))
+    return items
+
+
+def _check_cwd(cwd):
+    """The error Popen gives for a working directory it cannot change to."""
+    mode = os.stat(cwd).st_mode
+    if not stat.S_ISDIR(mode):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), cwd)
+
+
+class SpawnedTransport(base_subprocess.BaseSubprocessTransport):
+    """asyncio's subprocess transport, over a child started by libuv."""
+
+    def _start(self, args, shell, stdin, stdout, stderr, bufsize, executable=None, cwd=None,
+               env=None, close_fds=True, pass_fds=(), start_new_session=False,
+               restore_signals=True):
+        if shell:
+            args = ["/bin/sh", "-c", args]
+        elif isinstance(args, (str, bytes, os.PathLike)):
+            args = [args]
+        else:
+            args = list(args)
+        program = executable if executable is not None else args[0]
+        env_list = _environment(env) if env is not None else None
+        if cwd is not None:
+            _check_cwd(cwd)
+        parent_ends = {}
+        close_after = []
+        stdio = []
+        try:
+            for fd, target, mode in ((0, stdin, "wb"), (1, stdout, "rb"), (2, stderr, "rb")):
+                if target is None:
+                    stdio.append(fd)
+                elif target == subprocess.PIPE:
+                    r, w = os.pipe()
+                    child, parent = (r, w) if fd == 0 else (w, r)
+                    close_after.append(child)
+                    parent_ends[fd] = open(parent, mode, buffering=0)
+                    stdio.append(child)
+                elif target == subprocess.DEVNULL:
+                    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                    close_after.append(null)
+                    stdio.append(null)
+                elif target == subprocess.STDOUT:
+                    stdio.append(stdio[1])
+                elif isinstance(target, int):
+                    stdio.append(target)
+                else:
+                    stdio.append(target.fileno())
+            if pass_fds:
+                stdio.extend([-1] * (max(pass_fds) + 1 - len(stdio)))
+                for fd in pass_fds:
+                    stdio[fd] = fd
+            # Descriptors Popen's close_fds would close are kept from the child meanwhile.
+            stray = _inheritable_fds(pass_fds) if close_fds else ()
+            for fd in stray:
+                os.set_inheritable(fd, False)
+            try:
+                native = _native.ChildProcess(
+                    self._loop, program, args, env_list, cwd, stdio, bool(start_new_session),
+                    self._process_exited,
+                )
+            finally:
+                for fd in stray:
+                    os.set_inheritable(fd, True)
+        except BaseException:
+            for pipe in parent_ends.values():
+                pipe.close()
+            raise
+        finally:
+            for fd in close_after:
+                os.close(fd)
+        self._proc = _Child(
+            native, args, parent_ends.get(0), parent_ends.get(1), parent_ends.get(2)
+        )
+
+
 def close_watchers(loop):
-    """The loop is closing: stop watching its children, reaping those that already exited."""
+    """The loop is closing: stop watching its Popen children, reaping those that already
+    exited."""
     for pid, pidfd in list(loop._child_pidfds.items()):
         loop._remove_reader(pidfd)
         os.close(pidfd)

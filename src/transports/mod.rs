@@ -2,6 +2,7 @@
 
 mod buffer;
 mod datagram;
+mod process;
 mod python_class;
 mod server;
 mod sock_ops;
@@ -15,6 +16,7 @@ use pyo3::prelude::*;
 
 use crate::gil::GilRefCell;
 pub use datagram::DatagramCore;
+pub use process::ChildProcess;
 pub use server::{ServerClients, ServerListener};
 pub use sock_ops::SockOp;
 pub use socket_transport::{install_transport_class, open_pipe_transport, open_socket_transport};

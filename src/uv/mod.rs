@@ -11,6 +11,7 @@ pub mod handle;
 pub mod pipe;
 pub mod poll;
 pub mod prepare;
+pub mod process;
 pub mod stream;
 pub mod tcp;
 pub mod timer;
