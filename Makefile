@@ -16,9 +16,9 @@ PYTHONS ?= $(or $(wildcard $(foreach v,9 10 11 12 13,$(HOME)/.pyenv/versions/3.$
 MAIN_PYTHON ?= $(or $(wildcard $(HOME)/.pyenv/versions/3.11.*/bin/python3.11),$(lastword $(PYTHONS)))
 VENVS := .venvs
 
-.PHONY: test bench cargo-test pytest-all libclang
+.PHONY: test bench cargo-test portability-check pytest-all libclang
 
-test: cargo-test pytest-all
+test: cargo-test portability-check pytest-all
 
 bench: libclang
 	@$(MAIN_PYTHON) bench/run.py
@@ -37,6 +37,16 @@ libclang:
 cargo-test: libclang
 	@libdir=$$($(MAIN_PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
 	PYO3_PYTHON=$(MAIN_PYTHON) LD_LIBRARY_PATH=$$libdir cargo test
+
+# The OS-specific modules (fd watchers' poller, clock, socket calls) type-checked for macOS and
+# FreeBSD, which these Linux machines cannot build the whole extension for.
+PORTABILITY_TARGETS := x86_64-apple-darwin aarch64-apple-darwin x86_64-unknown-freebsd
+portability-check:
+	@rustup target add $(PORTABILITY_TARGETS) >/dev/null
+	for target in $(PORTABILITY_TARGETS); do
+	  echo "=== cargo check --target $$target (portability)"
+	  cargo clippy -q -p uvloop-portability-check --target $$target -- -D warnings
+	done
 
 # One virtualenv and one fresh release build per Python; each build has its own target dir
 # so that switching interpreters does not rebuild everything.

@@ -5,6 +5,7 @@
 //! paths (run_forever's set-up, executors, signals, exception handlers) in Python.
 
 mod fastcall;
+mod poller;
 mod run;
 mod selector;
 mod timer_heap;

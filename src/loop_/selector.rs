@@ -1,13 +1,13 @@
-//! The epoll set of `add_reader`/`add_writer` fds, sock_* operations and native transports: one
-//! member of libuv's loop (a `uv_poll_t` on the set's own fd, see `uv::poll`).
+//! The set of `add_reader`/`add_writer` fds, sock_* operations and write pipes watched for their
+//! reader going away: an OS poller of its own (see `poller`), which is one member of libuv's
+//! loop (a `uv_poll_t` on the poller's fd, see `uv::poll`).
 //!
-//! asyncio registers a watched fd with epoll at once and lets the kernel forget it when it is
-//! closed; libuv defers registration to its next poll and aborts the process if the fd was closed
-//! meanwhile, and its `uv_poll_t` makes the fd non-blocking. So user fds never go to libuv: they
-//! live in this set, which libuv watches as a whole. Registration errors surface immediately
-//! (PermissionError for regular files, OSError(EBADF) for closed fds), and readiness is reported
-//! the way asyncio's `EpollSelector` reports it (an error or hang-up wakes both the reader and the
-//! writer).
+//! asyncio registers a watched fd with its selector at once and lets the kernel forget it when
+//! it is closed; libuv defers registration to its next poll and aborts the process if the fd was
+//! closed meanwhile, and its `uv_poll_t` makes the fd non-blocking. So user fds never go to
+//! libuv: they live in this set, which libuv watches as a whole. Registration errors surface
+//! immediately (PermissionError for regular files under epoll, OSError(EBADF) for closed fds),
+//! and readiness is reported as asyncio's selector of the system reports it.
 //!
 //! sock_* operations register here too, without Handle objects: their readiness goes to the
 //! ready queue as a `Ready::SockOp` entry, in the place asyncio would put their reader/writer
@@ -15,9 +15,12 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 
 use pyo3::prelude::*;
+
+use super::poller::{Event, Poller};
+pub use super::poller::{Interest, READABLE, WRITABLE};
 
 use crate::handles::Handle;
 use crate::transports::{SockOp, StreamCore};
@@ -28,42 +31,31 @@ struct Key {
     fileobj: Py<PyAny>,
     reader: Option<Py<Handle>>,
     writer: Option<Py<Handle>>,
-    /// The epoll events the kernel has for the fd: more than `epoll_events()` while a removed
-    /// side waits for the next poll to be dropped (see `Selector::narrowed`).
-    registered: u32,
+    /// What the kernel watches the fd for: more than `interest()` while a removed side waits
+    /// for the next poll to be dropped (see `Selector::narrowed`).
+    registered: Interest,
 }
 
 impl Key {
-    fn epoll_events(&self) -> u32 {
-        let mut events = 0;
-        if self.reader.is_some() {
-            events |= libc::EPOLLIN as u32;
-        }
-        if self.writer.is_some() {
-            events |= libc::EPOLLOUT as u32;
-        }
-        events
+    fn interest(&self) -> Interest {
+        (if self.reader.is_some() { READABLE } else { 0 })
+            | (if self.writer.is_some() { WRITABLE } else { 0 })
     }
 }
 
 /// A watched fd's reader, writer and file object, as `Selector::drain` hands them back.
 pub type DrainedKey = (Option<Py<Handle>>, Option<Py<Handle>>, Py<PyAny>);
 
-/// What a sock_* operation waits for on its fd: `READABLE` or `WRITABLE`.
-pub type Interest = u32;
-pub const READABLE: Interest = 1;
-pub const WRITABLE: Interest = 2;
-
 pub struct Selector {
-    epoll: OwnedFd,
+    poller: Poller,
     keys: HashMap<RawFd, Key>,
     /// sock_* operations (a reading and a writing one per fd), registered one-shot: each wait
-    /// re-arms the fd with one epoll_ctl, and an fd stays in the set (disarmed) between
+    /// re-arms the fd with one system call, and an fd stays in the set (disarmed) between
     /// operations instead of leaving and rejoining it.
     sock_ops: HashMap<RawFd, SockSlots>,
     /// Write pipes whose reading end going away is watched (asyncio's reader on a write pipe).
     peer_watches: HashMap<RawFd, Py<StreamCore>>,
-    events: Vec<libc::epoll_event>,
+    events: Vec<Event>,
     /// Keys that lost a side since the last wait. The kernel learns of it just before the next
     /// wait, so that a writer removed and added back in between (a transport whose queue
     /// drained, then got more) costs no system call.
@@ -108,14 +100,8 @@ pub enum Side {
 
 impl Selector {
     pub fn new() -> io::Result<Self> {
-        // SAFETY: plain syscall; the result is checked before use.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Self {
-            // SAFETY: `fd` is a freshly created descriptor owned by nobody else.
-            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            poller: Poller::new()?,
             keys: HashMap::new(),
             sock_ops: HashMap::new(),
             peer_watches: HashMap::new(),
@@ -124,28 +110,27 @@ impl Selector {
         })
     }
 
-    /// The epoll set's own descriptor: readable when a registration has events (libuv watches
-    /// it for the loop).
+    /// The poller's own descriptor: readable when a registration has events (libuv watches it
+    /// for the loop).
     pub fn fd(&self) -> RawFd {
-        self.epoll.as_raw_fd()
+        self.poller.fd()
     }
 
-    /// In a forked child: moves every registration to a new epoll set, so that changes no
-    /// longer reach the set shared with the parent.
+    /// In a forked child: moves every registration to a new poller, so that changes no longer
+    /// reach the one shared with the parent (epoll) or one the child lost (kqueue).
     pub fn rebuild_after_fork(&mut self) -> io::Result<()> {
-        let fresh = Self::new()?;
-        self.epoll = fresh.epoll;
-        let keys: Vec<(RawFd, u32)> = self
+        self.poller = Poller::new()?;
+        let keys: Vec<(RawFd, Interest)> = self
             .keys
             .iter()
-            .map(|(fd, key)| (*fd, key.epoll_events()))
+            .map(|(fd, key)| (*fd, key.interest()))
             .collect();
         // An fd closed since it was registered is simply not watched any more, as the kernel
         // would have dropped it from the old set.
-        for (fd, events) in keys {
-            let _ = self.ctl(libc::EPOLL_CTL_ADD, fd, events);
+        for (fd, interest) in keys {
+            let _ = self.poller.add(fd, interest, false);
             if let Some(key) = self.keys.get_mut(&fd) {
-                key.registered = events;
+                key.registered = interest;
             }
         }
         // Waiting sock operations are armed again in the new set; idle fds rejoin on use.
@@ -156,8 +141,11 @@ impl Selector {
             .map(|(fd, slots)| (*fd, slots.interest()))
             .collect();
         for (fd, interest) in waiting {
-            let events = interest_events(interest) | libc::EPOLLONESHOT as u32;
-            let _ = self.ctl(libc::EPOLL_CTL_ADD, fd, events);
+            let _ = self.poller.add(fd, interest, true);
+        }
+        let watches: Vec<RawFd> = self.peer_watches.keys().copied().collect();
+        for fd in watches {
+            let _ = self.poller.add(fd, READABLE, false);
         }
         Ok(())
     }
@@ -167,20 +155,8 @@ impl Selector {
         self.apply_narrowed();
         let mut events = std::mem::take(&mut self.events);
         events.clear();
-        let capacity = (self.keys.len() + self.sock_ops.len() + self.peer_watches.len()).max(1);
-        events.reserve(capacity);
-        // SAFETY: the buffer has room for `capacity` events; epoll_wait writes at most that many
-        // and returns how many it wrote.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                capacity as i32,
-                0,
-            )
-        };
-        // SAFETY: epoll_wait initialised the first `n` entries (none on error, e.g. EINTR).
-        unsafe { events.set_len(n.max(0) as usize) };
+        let capacity = self.keys.len() + self.sock_ops.len() + self.peer_watches.len();
+        self.poller.ready(capacity, &mut events);
         self.collect(events, py)
     }
 
@@ -200,17 +176,17 @@ impl Selector {
                         fileobj,
                         reader: Some(handle),
                         writer: None,
-                        registered: libc::EPOLLIN as u32,
+                        registered: READABLE,
                     },
                     Side::Writer => Key {
                         fileobj,
                         reader: None,
                         writer: Some(handle),
-                        registered: libc::EPOLLOUT as u32,
+                        registered: WRITABLE,
                     },
                 };
                 self.evict_sock_op(fd);
-                self.ctl(libc::EPOLL_CTL_ADD, fd, key.registered)?;
+                self.poller.add(fd, key.registered, false)?;
                 self.keys.insert(fd, key);
                 Ok(None)
             }
@@ -220,7 +196,7 @@ impl Selector {
                     Side::Writer => &mut key.writer,
                 };
                 let old = slot.replace(handle);
-                let events = key.epoll_events();
+                let events = key.interest();
                 let registered = key.registered;
                 // As selectors' modify(): the key keeps the object it was registered with, which
                 // is how a socket closed since is still found (`fd_of`).
@@ -229,7 +205,7 @@ impl Selector {
                     // The kernel still watches for this side (removed since the last wait).
                     return Ok(old);
                 }
-                if let Err(err) = self.ctl(libc::EPOLL_CTL_MOD, fd, events) {
+                if let Err(err) = self.poller.modify(fd, registered, events, false) {
                     // Leave the key as it was; the new handle is dropped, the old one stays.
                     if let Some(key) = self.keys.get_mut(&fd) {
                         let slot = match side {
@@ -258,12 +234,13 @@ impl Selector {
             Side::Reader => key.reader.take(),
             Side::Writer => key.writer.take(),
         };
-        let events = key.epoll_events();
+        let events = key.interest();
         if events == 0 {
+            let registered = key.registered;
             let key = self.keys.remove(&fd);
             // The fd may already be closed (then the kernel dropped it from the set): ignored,
             // as asyncio's selector ignores it.
-            let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
+            self.poller.delete(fd, registered);
             (removed, key.map(|k| k.fileobj))
         } else {
             if events != key.registered {
@@ -281,26 +258,25 @@ impl Selector {
             let Some(key) = self.keys.get_mut(&fd) else {
                 continue;
             };
-            let events = key.epoll_events();
+            let events = key.interest();
             if events != key.registered {
-                key.registered = events;
+                let registered = std::mem::replace(&mut key.registered, events);
                 // The fd may already be closed (then the kernel dropped it): ignored.
-                let _ = self.ctl(libc::EPOLL_CTL_MOD, fd, events);
+                let _ = self.poller.modify(fd, registered, events, false);
             }
         }
     }
 
     /// What the events of a wait mean, in asyncio's order (per fd: reader, then writer); the
     /// buffer goes back for the next wait.
-    fn collect(&mut self, events: Vec<libc::epoll_event>, py: Python<'_>) -> Collected {
+    fn collect(&mut self, events: Vec<Event>, py: Python<'_>) -> Collected {
         let mut found = Collected::default();
         for event in &events {
-            let fd = event.u64 as RawFd;
-            let bits = event.events;
-            // EpollSelector: anything but EPOLLIN counts as writable, anything but EPOLLOUT as
-            // readable.
-            let readable = bits & !(libc::EPOLLOUT as u32) != 0;
-            let writable = bits & !(libc::EPOLLIN as u32) != 0;
+            let Event {
+                fd,
+                readable,
+                writable,
+            } = *event;
             if let Some(slots) = self.sock_ops.get(&fd) {
                 // One-shot: the fd is disarmed now, so every waiting operation retries (and
                 // re-arms if it still cannot proceed).
@@ -311,7 +287,7 @@ impl Selector {
             }
             if let Some(core) = self.peer_watches.remove(&fd) {
                 // Once: the transport closes.
-                let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
+                self.poller.delete(fd, READABLE);
                 found.peers_closed.push(core);
                 continue;
             }
@@ -349,23 +325,24 @@ impl Selector {
         }
         let known = self.sock_ops.contains_key(&fd);
         let slots = self.sock_ops.entry(fd).or_default();
+        let before = slots.interest();
         let side = if interest & READABLE != 0 {
             &mut slots.reader
         } else {
             &mut slots.writer
         };
         let replaced = side.replace(op.clone_ref(py));
-        let events = interest_events(slots.interest()) | libc::EPOLLONESHOT as u32;
+        let wanted = slots.interest();
         let armed = if known {
             // Still registered, unless the fd was closed (and maybe reused) since.
-            match self.ctl(libc::EPOLL_CTL_MOD, fd, events) {
+            match self.poller.modify(fd, before, wanted, true) {
                 Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
-                    self.ctl(libc::EPOLL_CTL_ADD, fd, events)
+                    self.poller.add(fd, wanted, true)
                 }
                 other => other,
             }
         } else {
-            self.ctl(libc::EPOLL_CTL_ADD, fd, events)
+            self.poller.add(fd, wanted, true)
         };
         if let Err(err) = armed {
             self.disarm_sock_op(fd, op);
@@ -377,7 +354,7 @@ impl Selector {
     /// Watches the write pipe `fd` (libuv's descriptor of `core`) for its reading end going away
     /// (an error or hang-up; readability on a socket).
     pub fn watch_peer_close(&mut self, fd: RawFd, core: Py<StreamCore>) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32)?;
+        self.poller.add(fd, READABLE, false)?;
         drop(self.peer_watches.insert(fd, core));
         Ok(())
     }
@@ -391,7 +368,7 @@ impl Selector {
     ) -> Option<Py<StreamCore>> {
         match self.peer_watches.get(&fd) {
             Some(watched) if watched.as_ptr() == core.as_ptr() => {
-                let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
+                self.poller.delete(fd, READABLE);
                 self.peer_watches.remove(&fd)
             }
             _ => None,
@@ -421,7 +398,7 @@ impl Selector {
     fn evict_sock_op(&mut self, fd: RawFd) {
         if self.sock_ops.remove(&fd).is_some() {
             // Not registered any more if the fd was closed since: ignored.
-            let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
+            self.poller.delete(fd, READABLE | WRITABLE);
         }
     }
 
@@ -469,28 +446,4 @@ impl Selector {
     pub fn fileobjs(&self) -> impl Iterator<Item = &Py<PyAny>> {
         self.keys.values().map(|key| &key.fileobj)
     }
-
-    fn ctl(&self, op: i32, fd: RawFd, events: u32) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events,
-            u64: fd as u64,
-        };
-        // SAFETY: valid epoll fd and a valid event struct; errors are reported through errno.
-        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
-/// The epoll events for a sock_* operation's interest.
-fn interest_events(interest: Interest) -> u32 {
-    let mut events = 0;
-    if interest & READABLE != 0 {
-        events |= libc::EPOLLIN as u32;
-    }
-    if interest & WRITABLE != 0 {
-        events |= libc::EPOLLOUT as u32;
-    }
-    events
 }

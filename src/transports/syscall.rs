@@ -29,10 +29,17 @@ pub fn recv(fd: c_int, buf: *mut u8, len: usize) -> Result<usize, c_int> {
     retry(|| unsafe { libc::recv(fd, buf.cast(), len, 0) })
 }
 
-/// `send` of `data`; MSG_NOSIGNAL so that a closed peer is an EPIPE error, never SIGPIPE.
+/// Flags of every send: a closed peer is an EPIPE error, never SIGPIPE, where the system has
+/// MSG_NOSIGNAL (macOS has not; there CPython's start-up ignores SIGPIPE, as everywhere).
+#[cfg(not(any(target_os = "macos", target_os = "ios")))]
+const SEND_FLAGS: c_int = libc::MSG_NOSIGNAL;
+#[cfg(any(target_os = "macos", target_os = "ios"))]
+const SEND_FLAGS: c_int = 0;
+
+/// `send` of `data`.
 pub fn send(fd: c_int, data: &[u8]) -> Result<usize, c_int> {
     // SAFETY: `data` is a valid slice for the duration of the call.
-    retry(|| unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) })
+    retry(|| unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), SEND_FLAGS) })
 }
 
 /// `recvfrom` into the `len` writable bytes at `buf`, with the sender's address in `storage`.
