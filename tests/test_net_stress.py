@@ -690,26 +690,12 @@ def restore_signal_state():
     signal.set_wakeup_fd(wakeup_fd)
 
 
-SELF_PIPE_TAKES_STALE_FD = pytest.mark.xfail(
-    strict=True,
-    reason="uvloop bug: the signal wake-up socket pair is made at the first run and registered "
-    "with _add_reader in the user's fd table; given the number of a stale key (a watched fd "
-    "closed without remove_reader) it replaces that key's reader with the events unchanged, so "
-    "it is never added to epoll, and the user's remove_reader(fd) then removes the loop's own "
-    "reader: signal handlers never run",
-)
-
-
 @pytest.mark.parametrize("removed", [True, False], ids=["remove_reader", "left-registered"])
-def test_stale_watched_fd_does_not_break_signal_handling(
-    loop, loop_kind, request, restore_signal_state, removed
-):
+def test_stale_watched_fd_does_not_break_signal_handling(loop, restore_signal_state, removed):
     """A reader on the lowest free fd, closed behind the loop's back before its first run; then
     the loop runs (and opens whatever it opens), remove_reader(fd) is called or not: signal
     handlers added afterwards still run, as on asyncio, whose own descriptors all exist from the
     loop's creation and so can never take the stale number."""
-    if loop_kind == "uvloop":
-        request.applymarker(SELF_PIPE_TAKES_STALE_FD)
     a, b = socket.socketpair()
     fd = a.detach()
     b.close()

@@ -93,6 +93,10 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         # Child pid -> pidfd watched for its exit (see _subprocess).
         self._child_pidfds = {}
         _live_loops.add(self)
+        # Made now, as asyncio makes its self-pipe: every descriptor of the loop's own exists
+        # from its creation, so none can take the number of a user's watched fd that was
+        # closed without remove_reader (which would replace the loop's reader).
+        self._ensure_self_pipe()
         self.set_debug(coroutines._is_debug_mode())
 
     @property
