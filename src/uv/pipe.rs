@@ -37,3 +37,62 @@ pub fn open_listener<D: ListenEvents>(
     status(unsafe { sys::uv_pipe_open(handle.as_ptr(), fd) })?;
     Ok(Listener::Pipe(handle))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::IntoRawFd;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::uv::{run_until, with_python, RecordingStream, Seen};
+
+    #[test]
+    fn open_read_write_close() {
+        with_python(|py| {
+            let uv = UvLoop::new().expect("loop");
+            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+            let seen = Rc::new(Seen::default());
+            let stream =
+                open(&uv, ours.into_raw_fd(), RecordingStream::new(seen.clone())).expect("open");
+            stream.read_start().expect("read");
+            theirs.write_all(b"hello").expect("write");
+            assert!(run_until(py, &uv, || seen
+                .events
+                .borrow()
+                .iter()
+                .any(|e| e == "read hello")));
+            assert_eq!(
+                stream
+                    .try_write(&[crate::uv::stream::buf(b"back")])
+                    .expect("try"),
+                4
+            );
+            let mut answer = [0u8; 4];
+            theirs.read_exact(&mut answer).expect("read");
+            assert_eq!(&answer, b"back");
+            drop(theirs);
+            assert!(run_until(py, &uv, || seen
+                .events
+                .borrow()
+                .iter()
+                .any(|e| e == "eof")));
+            drop(stream);
+            assert!(run_until(py, &uv, || seen.dropped.get()));
+            uv.close(py);
+            assert!(uv.closed_cleanly());
+        });
+    }
+
+    #[test]
+    fn a_failed_open_leaves_the_descriptor_to_the_caller() {
+        with_python(|py| {
+            let uv = UvLoop::new().expect("loop");
+            let seen = Rc::new(Seen::default());
+            assert!(open(&uv, -1, RecordingStream::new(seen.clone())).is_err());
+            assert!(run_until(py, &uv, || seen.dropped.get()));
+            uv.close(py);
+            assert!(uv.closed_cleanly());
+        });
+    }
+}

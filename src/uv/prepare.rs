@@ -23,3 +23,22 @@ impl GilHandOff {
         Ok(Self { _handle: handle })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uv::event_loop::RUN_NOWAIT;
+
+    #[test]
+    fn runs_and_closes_without_keeping_the_loop_alive() {
+        crate::uv::with_python(|py| {
+            let uv = UvLoop::new().expect("loop");
+            let hand_off = GilHandOff::new(&uv).expect("prepare");
+            uv.run(py, RUN_NOWAIT).expect("run");
+            assert_eq!(uv.open_handles(), 1);
+            drop(hand_off);
+            uv.close(py);
+            assert!(uv.closed_cleanly());
+        });
+    }
+}

@@ -130,3 +130,79 @@ unsafe extern "C" fn exit_cb<D: ProcessEvents>(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::uv::{run_until, with_python, Recorder, Seen};
+
+    impl ProcessEvents for Recorder {
+        fn exited(&self, _py: Python<'_>, status: i64, signal: c_int) {
+            self.note(format!("exited {status} {signal}"));
+        }
+    }
+
+    fn shell(script: &str) -> SpawnOptions {
+        SpawnOptions {
+            file: CString::new("/bin/sh").expect("c string"),
+            args: ["/bin/sh", "-c", script]
+                .iter()
+                .map(|arg| CString::new(*arg).expect("c string"))
+                .collect(),
+            env: None,
+            cwd: None,
+            stdio: vec![Stdio::Ignore, Stdio::Ignore, Stdio::Inherit(2)],
+            detached: false,
+        }
+    }
+
+    #[test]
+    fn spawn_exit_close() {
+        with_python(|py| {
+            let uv = UvLoop::new().expect("loop");
+            let seen = Rc::new(Seen::default());
+            let process =
+                Process::spawn(&uv, &shell("exit 3"), Recorder(seen.clone())).expect("spawn");
+            assert!(process.pid() > 0);
+            assert!(run_until(py, &uv, || !seen.events.borrow().is_empty()));
+            assert_eq!(seen.events.borrow().as_slice(), ["exited 3 0"]);
+            drop(process);
+            assert!(run_until(py, &uv, || seen.dropped.get()));
+            uv.close(py);
+            assert!(uv.closed_cleanly());
+        });
+    }
+
+    #[test]
+    fn kill_reports_the_signal() {
+        with_python(|py| {
+            let uv = UvLoop::new().expect("loop");
+            let seen = Rc::new(Seen::default());
+            let process =
+                Process::spawn(&uv, &shell("sleep 30"), Recorder(seen.clone())).expect("spawn");
+            process.kill(libc::SIGKILL).expect("kill");
+            assert!(run_until(py, &uv, || !seen.events.borrow().is_empty()));
+            assert_eq!(seen.events.borrow().as_slice(), ["exited 0 9"]);
+            drop(process);
+            uv.close(py);
+            assert!(uv.closed_cleanly());
+        });
+    }
+
+    #[test]
+    fn a_missing_program_fails_and_closes() {
+        with_python(|py| {
+            let uv = UvLoop::new().expect("loop");
+            let seen = Rc::new(Seen::default());
+            let mut options = shell("");
+            options.file = CString::new("/nonexistent/program").expect("c string");
+            let failed = Process::spawn(&uv, &options, Recorder(seen.clone()));
+            assert_eq!(failed.err().map(UvError::errno), Some(libc::ENOENT));
+            assert!(run_until(py, &uv, || seen.dropped.get()));
+            uv.close(py);
+            assert!(uv.closed_cleanly());
+        });
+    }
+}

@@ -56,3 +56,100 @@ pub fn set_nodelay<D: StreamEvents>(stream: &Stream<D>) -> Result<(), UvError> {
         Stream::Pipe(_) => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::IntoRawFd;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::uv::{run_until, with_python, Recorder, RecordingStream, Seen};
+    use pyo3::Python;
+
+    impl ListenEvents for Recorder {
+        fn connection(&self, _py: Python<'_>, status: c_int) {
+            self.note(format!("connection {status}"));
+        }
+    }
+
+    #[test]
+    fn listen_accept_read_write_shutdown_close() {
+        with_python(|py| {
+            let uv = UvLoop::new().expect("loop");
+            let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let address = server.local_addr().expect("address");
+            let listening = Rc::new(Seen::default());
+            let listener = open_listener(&uv, server.into_raw_fd(), Recorder(listening.clone()))
+                .expect("open listener");
+            listener.listen(16).expect("listen");
+            let mut client = std::net::TcpStream::connect(address).expect("connect");
+            assert!(run_until(py, &uv, || !listening.events.borrow().is_empty()));
+            assert_eq!(listening.events.borrow()[0], "connection 0");
+
+            let seen = Rc::new(Seen::default());
+            let conn = RecordingStream::new(seen.clone());
+            let stream = listener.accept(&uv, conn).expect("accept");
+            set_nodelay(&stream).expect("nodelay");
+            stream.read_start().expect("read");
+            client.write_all(b"ping").expect("client write");
+            assert!(run_until(py, &uv, || seen
+                .events
+                .borrow()
+                .iter()
+                .any(|e| e == "read ping")));
+
+            // At once, then through a request that keeps its bytes until the callback.
+            assert_eq!(
+                stream
+                    .try_write(&[crate::uv::stream::buf(b"po")])
+                    .expect("try"),
+                2
+            );
+            let rest: Vec<u8> = b"ng".to_vec();
+            let bufs = [crate::uv::stream::buf(&rest)];
+            stream.write(&bufs, rest.clone()).expect("write");
+            stream.shutdown().expect("shutdown");
+            assert!(run_until(py, &uv, || seen
+                .events
+                .borrow()
+                .iter()
+                .any(|e| e == "shut down 0")));
+            assert!(seen.events.borrow().iter().any(|e| e == "written 0"));
+            let mut answer = String::new();
+            client.read_to_string(&mut answer).expect("client read");
+            assert_eq!(answer, "pong");
+            drop(client);
+            assert!(run_until(py, &uv, || seen
+                .events
+                .borrow()
+                .iter()
+                .any(|e| e == "eof")));
+
+            drop(stream);
+            drop(listener);
+            assert!(run_until(py, &uv, || seen.dropped.get() && listening.dropped.get()));
+            assert_eq!(uv.open_handles(), 0);
+            uv.close(py);
+            assert!(uv.closed_cleanly());
+        });
+    }
+
+    #[test]
+    fn the_loop_closes_what_its_owners_left_open() {
+        with_python(|py| {
+            let uv = UvLoop::new().expect("loop");
+            let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let seen = Rc::new(Seen::default());
+            let listener =
+                open_listener(&uv, server.into_raw_fd(), Recorder(seen.clone())).expect("open");
+            uv.close_owned_handles(py);
+            assert_eq!(seen.events.borrow().as_slice(), ["closed by the loop"]);
+            // The recorder does not close the handle itself: its owner does.
+            drop(listener);
+            uv.close(py);
+            assert!(seen.dropped.get());
+            assert!(uv.closed_cleanly());
+        });
+    }
+}

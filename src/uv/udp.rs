@@ -179,3 +179,96 @@ unsafe extern "C" fn send_cb<D: UdpEvents, K>(raw: *mut sys::uv_udp_send_t, resu
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::IntoRawFd;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::uv::{run_until, with_python, Recorder, Seen};
+
+    struct Datagrams {
+        record: Recorder,
+        buffer: std::cell::RefCell<Vec<u8>>,
+    }
+
+    impl LoopClose for Datagrams {
+        fn close_at_loop_close(&self, py: Python<'_>) {
+            self.record.close_at_loop_close(py);
+        }
+    }
+
+    impl UdpEvents for Datagrams {
+        fn alloc(&self, _py: Python<'_>) -> (*mut u8, usize) {
+            let mut buffer = self.buffer.borrow_mut();
+            buffer.resize(64, 0);
+            (buffer.as_mut_ptr(), buffer.len())
+        }
+        fn received(&self, _py: Python<'_>, nread: isize, addr: *const libc::sockaddr) {
+            if nread > 0 && !addr.is_null() {
+                let data = self.buffer.borrow()[..nread as usize].to_vec();
+                self.record
+                    .note(format!("datagram {}", String::from_utf8_lossy(&data)));
+            }
+        }
+        fn sent(&self, _py: Python<'_>, status: c_int) {
+            self.record.note(format!("sent {status}"));
+        }
+    }
+
+    #[test]
+    fn open_receive_send_close() {
+        with_python(|py| {
+            let uv = UvLoop::new().expect("loop");
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let address = socket.local_addr().expect("address");
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind peer");
+            let peer_address = match peer.local_addr().expect("peer address") {
+                std::net::SocketAddr::V4(v4) => v4,
+                std::net::SocketAddr::V6(_) => unreachable!("bound to IPv4"),
+            };
+            let seen = Rc::new(Seen::default());
+            let udp = Udp::open(
+                &uv,
+                socket.into_raw_fd(),
+                Datagrams {
+                    record: Recorder(seen.clone()),
+                    buffer: Default::default(),
+                },
+            )
+            .expect("open");
+            udp.recv_start().expect("receive");
+            peer.send_to(b"ping", address).expect("send");
+            assert!(run_until(py, &uv, || seen
+                .events
+                .borrow()
+                .iter()
+                .any(|e| e == "datagram ping")));
+            // SAFETY: sockaddr_in is plain C data.
+            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = peer_address.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(peer_address.ip().octets());
+            let target = SocketAddress::V4(sin);
+            assert!(udp.try_send(b"pong", Some(&target)).expect("try send"));
+            udp.send(b"again", Some(&target), ()).expect("send");
+            assert!(run_until(py, &uv, || seen
+                .events
+                .borrow()
+                .iter()
+                .any(|e| e == "sent 0")));
+            let mut answer = [0u8; 16];
+            let (n, _) = peer.recv_from(&mut answer).expect("receive");
+            assert_eq!(&answer[..n], b"pong");
+            let (n, _) = peer.recv_from(&mut answer).expect("receive");
+            assert_eq!(&answer[..n], b"again");
+            assert_eq!(udp.send_queue(), (0, 0));
+            udp.recv_stop();
+            drop(udp);
+            assert!(run_until(py, &uv, || seen.dropped.get()));
+            uv.close(py);
+            assert!(uv.closed_cleanly());
+        });
+    }
+}

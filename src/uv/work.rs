@@ -110,3 +110,69 @@ fn settle(py: Python<'_>, work: Work) {
     // Only fails if the future's loop is closed, which leaves nobody to tell.
     drop(outcome);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uv::run_until;
+
+    #[test]
+    fn runs_in_the_pool_and_settles_the_future() {
+        crate::uv::with_python(|py| {
+            let uv = UvLoop::new().expect("loop");
+            let futures = py.import("concurrent.futures").expect("import");
+            let future = futures.call_method0("Future").expect("future");
+            let func = py
+                .import("builtins")
+                .expect("builtins")
+                .getattr("len")
+                .expect("len");
+            let args = PyTuple::new(py, ["four"]).expect("args");
+            queue(&uv, func.unbind(), args.unbind(), future.clone().unbind()).expect("queue");
+            assert!(run_until(py, &uv, || future
+                .call_method0("done")
+                .and_then(|d| d.is_truthy())
+                .unwrap_or(false)));
+            let result: usize = future
+                .call_method0("result")
+                .expect("result")
+                .extract()
+                .expect("int");
+            assert_eq!(result, 4);
+            uv.close(py);
+            assert!(uv.closed_cleanly());
+        });
+    }
+
+    #[test]
+    fn closing_cancels_what_has_not_started() {
+        crate::uv::with_python(|py| {
+            let uv = UvLoop::new().expect("loop");
+            let futures = py.import("concurrent.futures").expect("import");
+            let time = py.import("time").expect("time");
+            let mut queued = Vec::new();
+            // More sleeps than libuv's pool has threads (4): some cannot have started.
+            for _ in 0..8 {
+                let future = futures.call_method0("Future").expect("future");
+                let args = PyTuple::new(py, [0.05]).expect("args");
+                let sleep = time.getattr("sleep").expect("sleep").unbind();
+                queue(&uv, sleep, args.unbind(), future.clone().unbind()).expect("queue");
+                queued.push(future);
+            }
+            let started = std::time::Instant::now();
+            uv.close(py);
+            // Bounded: the running ones get a short while, then the loop is left to the
+            // orphanage rather than waited for.
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+            let cancelled = queued
+                .iter()
+                .filter(|f| {
+                    f.call_method0("cancelled")
+                        .and_then(|c| c.is_truthy())
+                        .unwrap_or(false)
+                })
+                .count();
+            assert!(cancelled > 0);
+        });
+    }
+}
