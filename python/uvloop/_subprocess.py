@@ -4,10 +4,12 @@ libuv starts the child (posix_spawn where it can) and reports its exit; it reaps
 children, by pid, so processes started elsewhere by `subprocess` or `os.fork` are left alone.
 What `uv_spawn` cannot express the way `subprocess.Popen` does (`preexec_fn`, `umask`,
 `process_group`, `user`, `group`, `extra_groups`, `pipesize`, `restore_signals=False`, a signal
-the parent ignores or blocks, and any argument Popen itself would refuse) goes to asyncio's own
-transport on `subprocess.Popen`, with the exit watched through a pidfd (or, without pidfds, a
-thread waiting for the pid). Descriptors Popen's `close_fds` would close are made
-close-on-exec for the moment of the spawn.
+the parent ignores or blocks, a standard descriptor that is non-blocking (libuv's child makes
+fds 0-2 blocking, which the parent's shared descriptor would see) or, inherited as it is,
+close-on-exec, an environment name with "=", and any descriptor Popen itself would refuse) goes
+to asyncio's own transport on `subprocess.Popen`, with the exit watched through a pidfd (or,
+without pidfds, a thread waiting for the pid). Descriptors Popen's `close_fds` would close are
+made close-on-exec for the moment of the spawn.
 """
 
 import _signal
@@ -17,6 +19,7 @@ import signal
 import stat
 import subprocess
 import threading
+import warnings
 from asyncio import base_subprocess, log, unix_events
 
 from . import loop as _native
@@ -60,23 +63,47 @@ async def make_subprocess_transport(
     return transport
 
 
-def _is_stdio_target(target, stderr=False):
-    if target in (None, subprocess.PIPE, subprocess.DEVNULL):
-        return True
-    if stderr and target == subprocess.STDOUT:
-        return True
+def _stdio_fd(child_fd, target):
+    """The parent's descriptor that becomes the child's `child_fd` as it is (None for PIPE and
+    DEVNULL, which are made here, and for STDOUT, which is stdout's), or -1 for a target
+    uv_spawn cannot take."""
+    if target in (subprocess.PIPE, subprocess.DEVNULL):
+        return None
+    if target == subprocess.STDOUT:
+        return None if child_fd == 2 else -1
+    if target is None:
+        return child_fd
     if isinstance(target, int):
-        return target >= 0
-    return callable(getattr(target, "fileno", None))
+        return target if target >= 0 else -1
+    try:
+        return target.fileno()
+    except Exception:
+        return -1  # Popen raises what it raises for it
+
+
+def _shares_stdio_as_popen_would(child_fd, target):
+    """Whether the child can get the parent's descriptor for `child_fd` from libuv as Popen
+    would give it: open, blocking (libuv's child clears O_NONBLOCK on fds 0-2, which the
+    parent's shared descriptor would see), and, when inherited as it is, not close-on-exec
+    (libuv's child clears that flag, Popen lets exec close the descriptor)."""
+    fd = _stdio_fd(child_fd, target)
+    if fd is None:
+        return True
+    if fd < 0:
+        return False
+    try:
+        return os.get_blocking(fd) and (target is not None or os.get_inheritable(fd))
+    except OSError:
+        return False  # closed: Popen's error, through Popen
 
 
 def _spawnable(stdin, stdout, stderr, kwargs):
     """Whether uv_spawn starts the child exactly as Popen would with these arguments."""
     if not kwargs.keys() <= _SPAWN_KEYWORDS:
         return False
-    if not (_is_stdio_target(stdin) and _is_stdio_target(stdout)
-            and _is_stdio_target(stderr, stderr=True)):
-        return False
+    for child_fd, target in enumerate((stdin, stdout, stderr)):
+        if not _shares_stdio_as_popen_would(child_fd, target):
+            return False
     if not kwargs.get("restore_signals", True):
         return False
     pass_fds = kwargs.get("pass_fds", ())
@@ -85,7 +112,7 @@ def _spawnable(stdin, stdout, stderr, kwargs):
     if not all(isinstance(fd, int) and fd >= 0 for fd in pass_fds):
         return False
     env = kwargs.get("env")
-    if env is not None and not hasattr(env, "items"):
+    if env is not None and not _plain_environment(env):
         return False
     # libuv's child starts with every signal at its default and none blocked. (The signal
     # module's C functions: its Python wrappers make an enum of every answer, 25 times slower.)
@@ -96,6 +123,15 @@ def _spawnable(stdin, stdout, stderr, kwargs):
         if _signal.getsignal(sig) == ignored:
             return False
     return True
+
+
+def _plain_environment(env):
+    """Whether `env` is a mapping whose names have no "=" (Popen refuses those, or on 3.13+
+    hands some to posix_spawn, which takes a leading one)."""
+    try:
+        return not any(b"=" in os.fsencode(name) for name in env.keys())
+    except (AttributeError, TypeError):
+        return False
 
 
 def _inheritable_fds(keep):
@@ -154,19 +190,17 @@ class _Child:
 
 
 def _environment(env):
-    """Popen's environment list for `env`, with its checks."""
-    items = []
-    for name, value in env.items():
-        name = os.fsencode(name)
-        if b"=" in name:
-            raise ValueError("illegal environment variable name")
-        items.append(name + b"=" + os.fsencode(value))
-    return items
+    """Popen's environment list for `env` (whose names `_plain_environment` checked)."""
+    return [os.fsencode(name) + b"=" + os.fsencode(value) for name, value in env.items()]
 
 
 def _check_cwd(cwd):
-    """The error Popen gives for a working directory it cannot change to."""
-    mode = os.stat(cwd).st_mode
+    """The error Popen gives for a working directory it cannot change to, naming `cwd` as
+    given."""
+    try:
+        mode = os.stat(cwd).st_mode
+    except OSError as exc:
+        raise OSError(exc.errno, os.strerror(exc.errno), cwd) from None
     if not stat.S_ISDIR(mode):
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), cwd)
 
@@ -177,13 +211,19 @@ class SpawnedTransport(base_subprocess.BaseSubprocessTransport):
     def _start(self, args, shell, stdin, stdout, stderr, bufsize, executable=None, cwd=None,
                env=None, close_fds=True, pass_fds=(), start_new_session=False,
                restore_signals=True):
+        given_args = args
         if shell:
             args = ["/bin/sh", "-c", args]
+            if executable:
+                args[0] = executable
         elif isinstance(args, (str, bytes, os.PathLike)):
             args = [args]
         else:
             args = list(args)
         program = executable if executable is not None else args[0]
+        if pass_fds and not close_fds:
+            warnings.warn("pass_fds overriding close_fds.", RuntimeWarning)
+            close_fds = True
         env_list = _environment(env) if env is not None else None
         if cwd is not None:
             _check_cwd(cwd)
@@ -213,7 +253,8 @@ class SpawnedTransport(base_subprocess.BaseSubprocessTransport):
             if pass_fds:
                 stdio.extend([-1] * (max(pass_fds) + 1 - len(stdio)))
                 for fd in pass_fds:
-                    stdio[fd] = fd
+                    if fd > 2:  # the standard ones are what stdin/stdout/stderr say
+                        stdio[fd] = fd
             # Descriptors Popen's close_fds would close are kept from the child meanwhile.
             stray = _inheritable_fds(pass_fds) if close_fds else ()
             for fd in stray:
@@ -234,7 +275,7 @@ class SpawnedTransport(base_subprocess.BaseSubprocessTransport):
             for fd in close_after:
                 os.close(fd)
         self._proc = _Child(
-            native, args, parent_ends.get(0), parent_ends.get(1), parent_ends.get(2)
+            native, given_args, parent_ends.get(0), parent_ends.get(1), parent_ends.get(2)
         )
 
 
@@ -268,22 +309,25 @@ def _exited(loop, pid, transport):
     pidfd = loop._child_pidfds.pop(pid)
     loop._remove_reader(pidfd)
     os.close(pidfd)
-    transport._process_exited(_reap(pid))
+    transport._process_exited(_reap(pid, transport._proc))
 
 
 def _wait_in_thread(loop, pid, transport):
-    returncode = _reap(pid)
+    returncode = _reap(pid, transport._proc)
     try:
         loop.call_soon_threadsafe(transport._process_exited, returncode)
     except RuntimeError:
         pass  # the loop was closed meanwhile
 
 
-def _reap(pid):
-    """The exit code of `pid` (negative: killed by that signal), as asyncio computes it."""
+def _reap(pid, popen):
+    """The exit code of `pid` (negative: killed by that signal), as asyncio computes it; or
+    what `popen` found when its poll() in the transport's close() reaped the child first."""
     try:
         _, status = os.waitpid(pid, 0)
     except ChildProcessError:
+        if popen.returncode is not None:
+            return popen.returncode
         log.logger.warning(
             "child process pid %d exit status already read:  will report returncode 255", pid
         )
