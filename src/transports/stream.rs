@@ -52,6 +52,9 @@ pub enum StreamEvent {
     ConnectionMade,
     /// Reading starts again, behind what arrived while it was paused.
     StartReading,
+    /// The stream has bytes to read, found by a poll whose I/O is queued: read when the event
+    /// runs, as asyncio reads when its reader handle runs (see `StreamCore::alloc`).
+    Readable,
     Data(Py<PyBytes>),
     /// A BufferedProtocol's buffer got this many bytes (see `StreamCore::buffered_read`).
     Filled(usize),
@@ -397,19 +400,38 @@ impl StreamCore {
 
     // ---- libuv callbacks -------------------------------------------------------------------
 
+    /// libuv's alloc callback: where the read it is about to make lands. A poll whose I/O is
+    /// queued reads nothing now: it queues `Readable`, and the read happens when that runs, so
+    /// that what one poll found is not all held in memory at once (ten connections' 100 KiB
+    /// reads alive together, then freed together, make glibc give the heap top back and
+    /// fault it in again on every read) and a read comes after the callbacks queued before it.
     fn alloc(slf: &Bound<'_, Self>) -> (*mut u8, usize) {
         let py = slf.py();
         let this = slf.get();
-        let flags = this.flags.get(py);
-        if flags.read_queued || this.conn_lost.get(py) > 0 {
+        if this.flags.get(py).read_queued || this.conn_lost.get(py) > 0 {
             return (std::ptr::null_mut(), 0);
         }
+        if !this.event_loop.get().io_inline(py) {
+            this.update_flags(py, |f| f.read_queued = true);
+            Self::queue(slf, StreamEvent::Readable);
+            return (std::ptr::null_mut(), 0);
+        }
+        Self::read_destination(slf, false)
+    }
+
+    /// Where a read lands: the protocol's buffer, a new `bytes` for long reads, or the loop
+    /// thread's read buffer; (NULL, 0) when there is none to give. `in_context`: the
+    /// transport's context is entered already (a queued event runs in it).
+    fn read_destination(slf: &Bound<'_, Self>, in_context: bool) -> (*mut u8, usize) {
+        let py = slf.py();
+        let this = slf.get();
+        let flags = this.flags.get(py);
         let buffered = match this.protocol.borrow(py).as_ref() {
             Some(protocol) => protocol.is_buffered(),
             None => return (std::ptr::null_mut(), 0),
         };
         if buffered {
-            return Self::alloc_protocol_buffer(slf);
+            return Self::alloc_protocol_buffer(slf, in_context);
         }
         if flags.direct_reads {
             if let Ok(bytes) = NewBytes::new(py, DIRECT_READ_SIZE) {
@@ -422,9 +444,10 @@ impl StreamCore {
         (read_buffer(), READ_BUFFER_SIZE)
     }
 
-    /// A BufferedProtocol's `get_buffer(-1)`, in the transport's context; a failure is held for
-    /// `on_read` (which libuv calls with UV_ENOBUFS when the alloc is declined).
-    fn alloc_protocol_buffer(slf: &Bound<'_, Self>) -> (*mut u8, usize) {
+    /// A BufferedProtocol's `get_buffer(-1)`, in the transport's context (entered here unless
+    /// `entered`); a failure is held for `on_read` (which libuv calls with UV_ENOBUFS when the
+    /// alloc is declined).
+    fn alloc_protocol_buffer(slf: &Bound<'_, Self>, entered: bool) -> (*mut u8, usize) {
         let py = slf.py();
         let this = slf.get();
         let methods = match this.protocol.borrow(py).as_ref().map(|p| &p.read) {
@@ -434,7 +457,7 @@ impl StreamCore {
             _ => None,
         };
         this.update_flags(py, |f| f.in_alloc = true);
-        let result = in_context(py, &this.context, || {
+        let get_buffer = || {
             let (get_buffer, updated) = match methods {
                 Some((get, updated)) => (get.into_bound(py), updated),
                 None => (
@@ -450,7 +473,12 @@ impl StreamCore {
             }
             let view = BufferView::get(&buffer, true)?;
             Ok(BufferedRead { view, updated })
-        });
+        };
+        let result = if entered {
+            get_buffer()
+        } else {
+            in_context(py, &this.context, get_buffer)
+        };
         this.update_flags(py, |f| f.in_alloc = false);
         match result {
             Ok(read) => {
@@ -471,6 +499,45 @@ impl StreamCore {
     }
 
     fn on_read(slf: &Bound<'_, Self>, nread: isize) {
+        if let Some(event) = Self::read_done(slf, nread) {
+            slf.get().update_flags(slf.py(), |f| f.read_queued = true);
+            Self::deliver(slf, event);
+        }
+    }
+
+    /// A queued `Readable`: reads the stream's fd now, as libuv would have (reading stays
+    /// watched by libuv, which finds the fd readable again if more is left).
+    fn read_now(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let Some(Ok(fd)) = this.with_stream(py, Stream::fileno) else {
+            return Ok(());
+        };
+        let (target, len) = Self::read_destination(slf, true);
+        let nread = if target.is_null() {
+            sys::uv_errno_t_UV_ENOBUFS as isize
+        } else {
+            // SAFETY: `target` has `len` writable bytes (the protocol's buffer, held by
+            // `buffered_read`, or a bytes object or the read buffer held by `read_target`),
+            // which stay put until `read_done` takes them.
+            match unsafe { libc::read(fd, target.cast(), len) } {
+                0 => sys::uv_errno_t_UV_EOF as isize,
+                n if n > 0 => n,
+                _ => match std::io::Error::last_os_error().raw_os_error() {
+                    // Nothing after all: the target is released unused, libuv looks again.
+                    Some(libc::EAGAIN | libc::EINTR) | None => 0,
+                    Some(errno) => -(errno as isize),
+                },
+            }
+        };
+        match Self::read_done(slf, nread) {
+            Some(event) => Self::dispatch(slf, event),
+            None => Ok(()),
+        }
+    }
+
+    /// A read's result (`nread` as libuv reports it) as the event to deliver, if any.
+    fn read_done(slf: &Bound<'_, Self>, nread: isize) -> Option<StreamEvent> {
         let py = slf.py();
         let this = slf.get();
         if this.flags.get(py).stop_after_read {
@@ -478,7 +545,7 @@ impl StreamCore {
             this.with_stream(py, Stream::read_stop);
         }
         let target = this.read_target.replace(py, ReadTarget::None);
-        let event = if nread > 0 {
+        if nread > 0 {
             let n = nread as usize;
             if let Some(read) = this.buffered_read.borrow(py).as_ref() {
                 let _ = read;
@@ -503,20 +570,24 @@ impl StreamCore {
             }
             match nread as c_int {
                 0 | sys::uv_errno_t_UV_ENOBUFS => None,
+                // libuv stops reading after either (a read of our own must stop it too).
                 sys::uv_errno_t_UV_EOF => {
-                    this.update_flags(py, |f| f.reading = false);
+                    Self::read_ended(slf);
                     Some(StreamEvent::Eof)
                 }
                 err => {
-                    this.update_flags(py, |f| f.reading = false);
+                    Self::read_ended(slf);
                     Some(StreamEvent::ReadFailed(ReadFailure::Errno(-err)))
                 }
             }
-        };
-        if let Some(event) = event {
-            this.update_flags(py, |f| f.read_queued = true);
-            Self::deliver(slf, event);
         }
+    }
+
+    fn read_ended(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let this = slf.get();
+        this.with_stream(py, Stream::read_stop);
+        this.update_flags(py, |f| f.reading = false);
     }
 
     fn on_written(slf: &Bound<'_, Self>, status: c_int) {
@@ -563,10 +634,17 @@ impl StreamCore {
     fn dispatch(slf: &Bound<'_, Self>, event: StreamEvent) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        if event.is_read() || matches!(event, StreamEvent::Filled(_)) {
+        if event.is_read() || matches!(event, StreamEvent::Filled(_) | StreamEvent::Readable) {
             this.update_flags(py, |f| f.read_queued = false);
         }
         match event {
+            StreamEvent::Readable => {
+                let flags = this.flags.get(py);
+                if this.conn_lost.get(py) > 0 || flags.closing || flags.paused || !flags.reading {
+                    return Ok(());
+                }
+                Self::read_now(slf)
+            }
             StreamEvent::ConnectionMade => {
                 Self::connection_made(slf)?;
                 if this.kind != Kind::WritePipe && this.is_reading(py) {
