@@ -23,6 +23,7 @@ test: cargo-test portability-check pytest-all
 bench: libclang
 	@$(MAIN_PYTHON) bench/run.py
 	$(MAIN_PYTHON) bench/echo/run.py --no-build
+	$(MAIN_PYTHON) bench/echo/run.py --no-build --sizes 102400 --warm-heap
 	$(MAIN_PYTHON) bench/http/run.py --no-build
 
 libclang:

@@ -190,13 +190,14 @@ def server_error(stderr):
     return describe_failure(stderr.read().decode(errors="replace"))
 
 
-def server_command(kind, mode, vpys, unix_path):
+def server_command(kind, mode, vpys, unix_path, warm_heap):
     """The command line of the echo server for one loop and mode."""
     if kind == NATIVE:
         where = ["--unix", unix_path] if unix_path else ["--addr", "127.0.0.1:0"]
         return [ECHO_NATIVE, *where]
     where = ["--unix", unix_path] if unix_path else ["--port", "0"]
-    return [vpys[kind], "-I", SERVER, "--loop", kind, "--mode", mode, *where]
+    heap = ["--warm-heap"] if warm_heap else []
+    return [vpys[kind], "-I", SERVER, "--loop", kind, "--mode", mode, *where, *heap]
 
 
 def run_loadgen(args, size, where, server_pid):
@@ -221,7 +222,7 @@ def run_loadgen(args, size, where, server_pid):
 def measure(args, kind, mode, size, vpys):
     """One fresh server and one loadgen run; returns (result, None) or (None, error message)."""
     unix_path = os.path.join(args.tmpdir, "echo.sock") if args.unix else None
-    cmd = server_command(kind, mode, vpys, unix_path)
+    cmd = server_command(kind, mode, vpys, unix_path, args.warm_heap)
     try:
         with server_process(cmd, args.server_cpu) as (proc, where, stderr):
             try:
@@ -427,7 +428,9 @@ def render(args, sizes, modes, loops, infos, samples, errors, revs):
         f"message, read all of it back, repeat); {args.warmup:g} s warm-up, then {args.duration:g} s "
         f"measured; a fresh server per run; {args.rounds} round(s), loop order rotated per round and mode; "
         f"a run during which other processes took more than {NOISY_PCT}% of a pinned CPU is rerun "
-        f"(up to {args.retries} time(s), the least disturbed run is kept).",
+        f"(up to {args.retries} time(s), the least disturbed run is kept)"
+        + ("; every server allocates and frees 4 MiB before serving (`--warm-heap`, see "
+           "bench/echo/server.py)." if args.warm_heap else "."),
         "- Cell: **req/s** completed by the client (higher is better) · **server CPU µs per request** "
         "(user + system from /proc/PID/stat over the window, 10 ms ticks; lower is better), medians over "
         "rounds. **ours vs best peer**: ours / best peer for req/s, best peer / ours for µs/req; above "
@@ -469,6 +472,8 @@ def parse_args(argv):
                    help="message sizes in bytes (default 1024,10240,102400)")
     micro.add_loop_options(p, LOOPS, DEFAULT_LOOPS)
     p.add_argument("--unix", action="store_true", help="Unix sockets instead of TCP (rloop 0.5 has none)")
+    p.add_argument("--warm-heap", action="store_true",
+                   help="servers allocate and free 4 MiB first (see server.py: glibc's thresholds)")
     p.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to (default 0)")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU loadgen is pinned to (default 1)")
     p.add_argument("--no-pin", action="store_true", help="pin nothing")

@@ -15,6 +15,13 @@ SIGTERM or SIGINT. Modes:
 - sock:     a listening socket and one task per connection using loop.sock_accept, sock_recv and
   sock_sendall (TCP_NODELAY set by hand, as transports do it themselves)
 
+With --warm-heap, the server allocates and frees 4 MiB before it starts. glibc then serves blocks
+below 4 MiB from its heap and keeps up to 8 MiB of free heap top instead of handing memory back to
+the kernel and faulting it in again (its dynamic mmap and trim thresholds follow the largest block
+freed so far). Which state a server is in otherwise depends on whether it happened to free a block
+over 128 KiB: with 100 KiB messages that decides about half of the server's CPU time, for every
+loop alike, so the large-message cells are measured in both states.
+
 The loop is made as bench/workloads.py makes it for --loop (which also checks that the venv holds
 the right uvloop), so this script must stay next to bench/workloads.py's directory.
 """
@@ -190,11 +197,15 @@ def parse_args(argv=None):
     p.add_argument("--host", default="127.0.0.1", help="address to bind with --port (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="TCP port (default 0: any free port)")
     p.add_argument("--unix", help="listen on this Unix socket path instead of TCP")
+    p.add_argument("--warm-heap", action="store_true",
+                   help="allocate and free 4 MiB first (raises glibc's mmap and trim thresholds)")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
     ARGS = parse_args()
+    if ARGS.warm_heap:
+        bytearray(4 << 20)  # made and freed at once
     FACTORY, _ = loop_factory(ARGS.loop)
     LOOP = FACTORY()
     asyncio.set_event_loop(LOOP)
