@@ -1109,3 +1109,77 @@ def test_child_args(loop, how):
 
     expected = python("pass") if how == "exec" else "exit 0"
     assert run(loop, main()) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. the program's own SIGCHLD handler (libuv would install one of its own)
+
+
+@pytest.fixture
+def sigchld_restored():
+    saved = signal.getsignal(signal.SIGCHLD)
+    yield
+    signal.signal(signal.SIGCHLD, saved)
+
+
+async def child_exit_code(*args):
+    proc = await asyncio.create_subprocess_exec(*args)
+    return await asyncio.wait_for(proc.wait(), 10)
+
+
+def test_sigchld_handler_added_before_a_child(loop, sigchld_restored):
+    """loop.add_signal_handler(SIGCHLD) then a child: the child's exit is reported and the
+    handler runs for it; after remove_signal_handler, SIGCHLD is at its default again."""
+
+    async def main():
+        calls = []
+        loop.add_signal_handler(signal.SIGCHLD, calls.append, "chld")
+        code = await child_exit_code(*python("raise SystemExit(4)"))
+        while not calls:
+            await asyncio.sleep(0.01)
+        loop.remove_signal_handler(signal.SIGCHLD)
+        after = await child_exit_code(*python("pass"))
+        return code, after, signal.getsignal(signal.SIGCHLD)
+
+    assert run(loop, main()) == (4, 0, signal.SIG_DFL)
+
+
+def test_sigchld_handler_added_while_a_child_runs(loop, sigchld_restored):
+    """A SIGCHLD handler added while a child runs: that child's exit is still reported, and the
+    handler runs for it."""
+
+    async def main():
+        calls = []
+        proc = await asyncio.create_subprocess_exec(*python("import time; time.sleep(0.3)"))
+        loop.add_signal_handler(signal.SIGCHLD, calls.append, "chld")
+        code = await asyncio.wait_for(proc.wait(), 10)
+        while not calls:
+            await asyncio.sleep(0.01)
+        loop.remove_signal_handler(signal.SIGCHLD)
+        return code
+
+    assert run(loop, main()) == 0
+
+
+def test_python_level_sigchld_handler_survives_children(loop, sigchld_restored):
+    """signal.signal(SIGCHLD, handler) before a child: after the child has exited and its
+    transport is closed, the handler is still the one in force (and runs for a later child)."""
+    calls = []
+    signal.signal(signal.SIGCHLD, lambda signum, frame: calls.append(signum))
+
+    async def main():
+        first = await child_exit_code(*python("pass"))
+        await asyncio.sleep(0.05)
+        seen = len(calls)
+        second = await child_exit_code(*python("pass"))
+        while len(calls) == seen:
+            await asyncio.sleep(0.01)
+        return first, second, seen > 0
+
+    assert run(loop, main()) == (0, 0, True)
+    handler = signal.getsignal(signal.SIGCHLD)
+    assert callable(handler)
+    # What the kernel has is still Python's handler: a SIGCHLD now reaches it.
+    before = len(calls)
+    os.kill(os.getpid(), signal.SIGCHLD)  # delivered to this thread, handled before the next line
+    assert len(calls) == before + 1

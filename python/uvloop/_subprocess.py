@@ -2,6 +2,9 @@
 
 libuv starts the child (posix_spawn where it can) and reports its exit; it reaps only its own
 children, by pid, so processes started elsewhere by `subprocess` or `os.fork` are left alone.
+On Linux its SIGCHLD handler is kept out of the way (it would replace the program's own SIGCHLD
+handler, and be replaced by it): each child's exit is watched through a pidfd, then libuv is
+asked to reap (see `src/uv/child_exit.rs`).
 What `uv_spawn` cannot express the way `subprocess.Popen` does (`preexec_fn`, `umask`,
 `process_group`, `user`, `group`, `extra_groups`, `pipesize`, `restore_signals=False`, a signal
 the parent ignores or blocks, a standard descriptor that is non-blocking (libuv's child makes
@@ -18,6 +21,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import warnings
 from asyncio import base_subprocess, log, unix_events
@@ -35,6 +39,11 @@ _RESTORED_SIGNALS = frozenset(
 _FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
 # Every signal but those Popen resets anyway (SIG_IGN on one of them is what the child gets too).
 _ALL_SIGNALS = tuple(int(s) for s in signal.valid_signals() if s not in _RESTORED_SIGNALS)
+# Whether libuv's children are watched through pidfds (else libuv watches them itself).
+_EXITS_BY_PIDFD = _native.ChildProcess.exits_watched_by_pidfd()
+# Whether libuv would watch them with a SIGCHLD handler of its own (Linux without pidfds), which
+# the program's SIGCHLD handler and libuv's would take from each other.
+_LIBUV_SIGCHLD_HANDLER = sys.platform.startswith("linux") and not _EXITS_BY_PIDFD
 
 
 async def make_subprocess_transport(
@@ -122,6 +131,8 @@ def _spawnable(stdin, stdout, stderr, kwargs):
     for sig in _ALL_SIGNALS:
         if _signal.getsignal(sig) == ignored:
             return False
+    if _LIBUV_SIGCHLD_HANDLER and _signal.getsignal(signal.SIGCHLD) not in (signal.SIG_DFL, None):
+        return False
     return True
 
 
@@ -277,10 +288,33 @@ class SpawnedTransport(base_subprocess.BaseSubprocessTransport):
         self._proc = _Child(
             native, given_args, parent_ends.get(0), parent_ends.get(1), parent_ends.get(2)
         )
+        if _EXITS_BY_PIDFD:
+            _watch_spawned(self._loop, native)
+
+
+def _watch_spawned(loop, native):
+    """Watches the exit of a child libuv started, through a pidfd."""
+    pid = native.pid
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        # Reaped already (by libuv, in the moment its SIGCHLD handler was in place during the
+        # spawn), or never to be: libuv reports what it has.
+        native.reap_exited()
+        return
+    loop._child_pidfds[pid] = pidfd
+    loop._add_reader(pidfd, _spawned_exited, loop, pid, native)
+
+
+def _spawned_exited(loop, pid, native):
+    pidfd = loop._child_pidfds.pop(pid)
+    loop._remove_reader(pidfd)
+    os.close(pidfd)
+    native.reap_exited()
 
 
 def close_watchers(loop):
-    """The loop is closing: stop watching its Popen children, reaping those that already
+    """The loop is closing: stop watching its children's exits, reaping those that already
     exited."""
     for pid, pidfd in list(loop._child_pidfds.items()):
         loop._remove_reader(pidfd)

@@ -3,7 +3,8 @@
 //!
 //! A `ChildProcess` owns the libuv process handle until the child's exit is reported; libuv reaps
 //! the child (by its pid, so never anyone else's) and the exit goes to `on_exit(returncode)`,
-//! scheduled with `call_soon` as asyncio's child watchers schedule it.
+//! scheduled with `call_soon` as asyncio's child watchers schedule it. Where libuv would learn
+//! of exits from its own SIGCHLD handler, the caller watches a pidfd and calls `reap_exited`.
 
 use std::ffi::CString;
 use std::os::raw::c_int;
@@ -15,6 +16,7 @@ use pyo3::PyTypeInfo;
 
 use crate::gil::{GilCell, GilRefCell};
 use crate::loop_::Loop;
+use crate::uv::child_exit;
 use crate::uv::error::UvError;
 use crate::uv::handle::LoopClose;
 use crate::uv::process::{Process, ProcessEvents, SpawnOptions, Stdio};
@@ -176,6 +178,21 @@ impl ChildProcess {
     #[getter]
     fn returncode(&self, py: Python<'_>) -> Option<i64> {
         self.returncode.get(py)
+    }
+
+    /// Whether the caller must watch each child's exit through a pidfd and then call
+    /// `reap_exited` (see `crate::uv::child_exit`).
+    #[staticmethod]
+    fn exits_watched_by_pidfd() -> bool {
+        child_exit::watched_by_pidfd()
+    }
+
+    /// Has libuv reap the loop's exited children: this one's exit is reported if it has exited.
+    fn reap_exited(&self, py: Python<'_>) {
+        let event_loop = self.event_loop.bind(py).get();
+        if event_loop.check_open(py).is_ok() {
+            child_exit::reap_exited(event_loop.uv());
+        }
     }
 
     /// Sends `signum` to the child, unless it has exited (then nothing happens, as with Popen).

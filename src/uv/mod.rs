@@ -5,6 +5,7 @@
 //! the handle allocation itself, never through a pointer to something that could move.
 
 pub mod async_handle;
+pub mod child_exit;
 pub mod error;
 pub mod event_loop;
 pub mod handle;

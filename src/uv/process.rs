@@ -1,11 +1,13 @@
 //! `uv_process_t`: a child started with `uv_spawn`, its exit reported by libuv (which reaps only
-//! its own children, by pid, when SIGCHLD arrives).
+//! its own children, by pid; see `child_exit` for how it learns of their exits).
 
 use std::ffi::CString;
+use std::mem::ManuallyDrop;
 use std::os::raw::{c_char, c_int, c_uint};
 
 use pyo3::Python;
 
+use super::child_exit::keeping_sigchld;
 use super::error::UvError;
 use super::event_loop::{guard_callback, UvLoop};
 use super::handle::{data_of, loop_of, Handle, LoopClose};
@@ -40,7 +42,8 @@ pub struct SpawnOptions {
 }
 
 pub struct Process<D: ProcessEvents> {
-    handle: Handle<sys::uv_process_t, D>,
+    /// Closed in Drop, with SIGCHLD's disposition kept (see `child_exit`).
+    handle: ManuallyDrop<Handle<sys::uv_process_t, D>>,
 }
 
 /// A NULL-terminated array of pointers into `strings`, for `char**` arguments.
@@ -96,14 +99,19 @@ impl<D: ProcessEvents> Process<D> {
         let mut spawned = 0;
         // uv_spawn initialises the handle whether or not it succeeds, so it counts as the
         // handle's init (which never fails) and a failure closes the handle.
-        let handle = Handle::new_owned(uv_loop, data, |uv_loop, raw| {
-            // SAFETY: `raw` is a zeroed uv_process_t in stable memory; every pointer in the
-            // options stays valid for the call (libuv copies what it keeps).
-            spawned = unsafe { sys::uv_spawn(uv_loop, raw, &raw_options) };
-            0
+        let handle = keeping_sigchld(|| {
+            Handle::new_owned(uv_loop, data, |uv_loop, raw| {
+                // SAFETY: `raw` is a zeroed uv_process_t in stable memory; every pointer in the
+                // options stays valid for the call (libuv copies what it keeps).
+                spawned = unsafe { sys::uv_spawn(uv_loop, raw, &raw_options) };
+                0
+            })
         })?;
+        let process = Self {
+            handle: ManuallyDrop::new(handle),
+        };
         UvError::check(spawned)?;
-        Ok(Self { handle })
+        Ok(process)
     }
 
     pub fn pid(&self) -> c_int {
@@ -115,6 +123,13 @@ impl<D: ProcessEvents> Process<D> {
     pub fn kill(&self, signum: c_int) -> Result<(), UvError> {
         // SAFETY: a spawned process handle.
         UvError::check(unsafe { sys::uv_process_kill(self.handle.as_ptr(), signum) }).map(drop)
+    }
+}
+
+impl<D: ProcessEvents> Drop for Process<D> {
+    fn drop(&mut self) {
+        // SAFETY: the handle is dropped here only, once.
+        keeping_sigchld(|| unsafe { ManuallyDrop::drop(&mut self.handle) });
     }
 }
 
