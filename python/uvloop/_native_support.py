@@ -89,8 +89,7 @@ def report_accept_error(loop, sock, exc):
 
 
 def socket_for_fd(fd):
-    """A socket object for a descriptor libuv owns (the transport detaches it before libuv
-    closes the descriptor)."""
+    """A socket object owning `fd` (a duplicate of an accepted connection's descriptor)."""
     return socket.socket(fileno=fd)
 
 

@@ -2,6 +2,7 @@
 
 mod buffer;
 mod datagram;
+mod private_fd;
 mod process;
 mod python_class;
 mod server;

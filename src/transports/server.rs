@@ -9,6 +9,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PySet;
 
+use super::private_fd;
 use super::stream::{Kind, StreamCore, StreamEvent};
 use crate::gil::{GilCell, GilRefCell};
 use crate::loop_::Loop;
@@ -160,8 +161,6 @@ impl ServerListener {
         let Some(listener) = self.listener.take(py) else {
             return;
         };
-        // The socket object must not close the descriptor libuv closes.
-        let _ = self.sock.call_method0(py, pyo3::intern!(py, "detach"));
         drop(listener);
     }
 
@@ -291,11 +290,14 @@ impl ServerListener {
         )?;
         let owner = ListenerOwner(this.clone_ref(py));
         let uv = event_loop.get().uv();
-        let listener = if tcp {
-            tcp::open_listener(uv, fd, owner)?
-        } else {
-            pipe::open_listener(uv, fd, owner)?
-        };
+        // The server closes the socket object; libuv's duplicate goes with the handle.
+        let listener = private_fd::with_duplicate(fd, |duplicate| {
+            if tcp {
+                tcp::open_listener(uv, duplicate, owner)
+            } else {
+                pipe::open_listener(uv, duplicate, owner)
+            }
+        })?;
         // TCP_NODELAY for every connection (see the README); on Linux accepted sockets inherit
         // it, which saves a system call per connection.
         let listening =
@@ -308,7 +310,7 @@ impl ServerListener {
         Ok(this)
     }
 
-    /// Stops listening; libuv closes the descriptor (the socket object is detached first).
+    /// Stops listening; libuv closes its duplicate of the descriptor.
     fn close(&self, py: Python<'_>) {
         self.close_handle(py);
     }

@@ -10,14 +10,15 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};
 
+use super::private_fd;
 use super::python_class::{self, boolean, noargs, none, one_arg, ClassKind, Method};
 use super::stream::{Kind, StreamCore, StreamEvent};
 use crate::loop_::Loop;
 use crate::uv::{pipe, tcp};
 
-/// Makes the transport for a connected socket: the libuv handle takes the descriptor (the socket
-/// object keeps it until the transport closes, then is detached), and connection_made (then reading) is
-/// queued, as asyncio's transport queues them.
+/// Makes the transport for a connected socket: the libuv handle gets a duplicate of its
+/// descriptor (see `private_fd`; the socket object is closed with the transport, as asyncio
+/// closes it), and connection_made (then reading) is queued, as asyncio's transport queues them.
 #[pyfunction]
 #[pyo3(signature = (event_loop, sock, protocol, extra=None))]
 pub fn open_socket_transport<'py>(
@@ -44,11 +45,13 @@ pub fn open_socket_transport<'py>(
         )?,
     )?;
     let uv = event_loop.get().uv();
-    let stream = if tcp {
-        tcp::open(uv, fd, StreamCore::owner(&core))?
-    } else {
-        pipe::open(uv, fd, StreamCore::owner(&core))?
-    };
+    let stream = private_fd::with_duplicate(fd, |duplicate| {
+        if tcp {
+            tcp::open(uv, duplicate, StreamCore::owner(&core))
+        } else {
+            pipe::open(uv, duplicate, StreamCore::owner(&core))
+        }
+    })?;
     if tcp {
         // As asyncio's _set_nodelay (for every TCP socket, see the README).
         tcp::set_nodelay(&stream)?;
@@ -85,11 +88,7 @@ pub fn open_pipe_transport<'py>(
         Kind::ReadPipe
     };
     let context = crate::handles::copy_current_context(py)?;
-    // SAFETY: plain system call on a descriptor number; the result is checked.
-    let fd = unsafe { libc::fcntl(fileno, libc::F_DUPFD_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(crate::uv::error::os_error(std::io::Error::last_os_error()));
-    }
+    let fd = private_fd::duplicate(fileno)?;
     let core = Bound::new(
         py,
         StreamCore::new(

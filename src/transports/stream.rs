@@ -23,6 +23,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 
 use super::buffer::READ_BUFFER_SIZE;
 use super::buffer::{copy_from_read_buffer, read_buffer, BufferView, Chunk, NewBytes};
+use super::private_fd;
 use super::server::{ServerClients, ServerListener};
 use crate::gil::{GilCell, GilRefCell};
 use crate::handles::Outcome;
@@ -225,7 +226,8 @@ pub struct StreamCore {
     /// Read events that arrived while reading was paused, delivered on resume_reading().
     held: GilRefCell<VecDeque<StreamEvent>>,
     /// The socket object: the one the transport was made with, or one made on demand for
-    /// `get_extra_info('socket')`; detached when libuv closes the descriptor.
+    /// `get_extra_info('socket')`, over a descriptor of its own (see `private_fd`); closed with
+    /// the transport.
     sock: GilRefCell<Option<Py<PyAny>>>,
     /// `extra` given at creation plus what get_extra_info computed; made on first use.
     extra: GilRefCell<Option<Py<PyDict>>>,
@@ -1386,9 +1388,9 @@ impl StreamCore {
         let Some(stream) = this.stream.take(py) else {
             return;
         };
-        // The socket object must not close the descriptor a second time.
+        // libuv closes its own descriptor; the socket object goes as asyncio closes it.
         if let Some(sock) = this.sock.borrow(py).as_ref() {
-            let _ = sock.call_method0(py, pyo3::intern!(py, "detach"));
+            let _ = sock.call_method0(py, pyo3::intern!(py, "close"));
         }
         this.event_loop
             .get()
@@ -1603,7 +1605,21 @@ impl StreamCore {
         if this.stream.borrow(py).is_none() {
             return Ok(None);
         }
-        let sock = python::socket_for_fd(py, this.fd.get(py))?;
+        // An accepted connection: its socket object gets a descriptor of its own, which becomes
+        // the one asyncio's checks know the transport by.
+        let fd = private_fd::duplicate(this.fd.get(py))?;
+        let sock = match python::socket_for_fd(py, fd) {
+            Ok(sock) => sock,
+            Err(err) => {
+                // SAFETY: no socket object took the duplicate; it is ours to close.
+                unsafe { libc::close(fd) };
+                return Err(err);
+            }
+        };
+        let event_loop = this.event_loop.get();
+        event_loop.forget_transport(py, this.fd.get(py), slf.as_any());
+        this.fd.set(py, fd);
+        event_loop.remember_transport(py, fd, slf.as_any());
         drop(this.sock.replace(py, Some(sock.clone_ref(py))));
         Ok(Some(sock))
     }

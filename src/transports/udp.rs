@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::buffer::{copy_from_read_buffer, read_buffer, BufferView, READ_BUFFER_SIZE};
+use super::private_fd;
 use super::python_class::{self, boolean, noargs, none, one_arg, ClassKind, Method};
 use super::sockaddr::{inet_len, numeric_address, SenderCache};
 use crate::gil::{GilCell, GilRefCell};
@@ -672,8 +673,8 @@ impl UdpCore {
         let Some(handle) = this.handle.take(py) else {
             return;
         };
-        // The socket object must not close the descriptor libuv closes.
-        let _ = this.sock.call_method0(py, pyo3::intern!(py, "detach"));
+        // libuv closes its duplicate; the socket object goes as asyncio closes it.
+        let _ = this.sock.call_method0(py, pyo3::intern!(py, "close"));
         this.event_loop
             .get()
             .forget_transport(py, this.fd, slf.as_any());
@@ -745,7 +746,13 @@ pub fn open_udp_transport<'py>(
             last_destination: GilRefCell::new(None),
         },
     )?;
-    let handle = Udp::open(event_loop.get().uv(), fd, UdpOwner(core.clone().unbind()))?;
+    let handle = private_fd::with_duplicate(fd, |duplicate| {
+        Udp::open(
+            event_loop.get().uv(),
+            duplicate,
+            UdpOwner(core.clone().unbind()),
+        )
+    })?;
     let this = core.get();
     drop(this.handle.replace(py, Some(handle)));
     let transport = python_class::new_instance(py, ClassKind::Datagram, core.as_any())?;
