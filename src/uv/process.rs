@@ -151,6 +151,7 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
+    use crate::uv::child_exit::reap_exited;
     use crate::uv::{run_until, with_python, Recorder, Seen};
 
     impl ProcessEvents for Recorder {
@@ -181,7 +182,11 @@ mod tests {
             let process =
                 Process::spawn(&uv, &shell("exit 3"), Recorder(seen.clone())).expect("spawn");
             assert!(process.pid() > 0);
-            assert!(run_until(py, &uv, || !seen.events.borrow().is_empty()));
+            // With libuv's SIGCHLD handler kept away (child_exit), exits are reaped on request.
+            assert!(run_until(py, &uv, || {
+                reap_exited(&uv);
+                !seen.events.borrow().is_empty()
+            }));
             assert_eq!(seen.events.borrow().as_slice(), ["exited 3 0"]);
             drop(process);
             assert!(run_until(py, &uv, || seen.dropped.get()));
@@ -198,7 +203,11 @@ mod tests {
             let process =
                 Process::spawn(&uv, &shell("sleep 30"), Recorder(seen.clone())).expect("spawn");
             process.kill(libc::SIGKILL).expect("kill");
-            assert!(run_until(py, &uv, || !seen.events.borrow().is_empty()));
+            // With libuv's SIGCHLD handler kept away (child_exit), exits are reaped on request.
+            assert!(run_until(py, &uv, || {
+                reap_exited(&uv);
+                !seen.events.borrow().is_empty()
+            }));
             assert_eq!(seen.events.borrow().as_slice(), ["exited 0 9"]);
             drop(process);
             uv.close(py);
