@@ -295,6 +295,16 @@ def rotated(seq, k):
 # Report
 
 
+def spread(values):
+    """How far the rounds of a cell stray: half their range over their median, as " ±N%" (empty
+    for a single round). A lead smaller than the spreads of the two cells is not one."""
+    values = list(values)
+    med = statistics.median(values) if values else 0
+    if len(values) < 2 or not med:
+        return ""
+    return f" ±{100 * (max(values) - min(values)) / 2 / abs(med):.0f}%"
+
+
 def fmt_time(sec):
     ns = sec * 1e9
     if ns < 1000:
@@ -342,7 +352,7 @@ def render(args, cases, loops, infos, samples, errors, command, started, revs):
     mode = "quick (n / 10, 1 timed run per process)" if args.quick else f"{args.repeat} timed runs per process"
     w(f"- {args.rounds} round(s), loops interleaved in rotated order, a fresh process per case and loop, "
       f"warm-up run first; {mode}. Each cell is the median over rounds of the process's median time "
-      f"per operation (lower is better). **ours vs best peer** = fastest peer's time / ours "
+      f"per operation (lower is better), ± half the range over rounds. **ours vs best peer** = fastest peer's time / ours "
       f"(above 1.00x: ours is faster)"
       + (", **ours vs before** = before's time / ours." if {"ours", "before"} <= set(loops) else "."))
     w("")
@@ -380,6 +390,7 @@ def render(args, cases, loops, infos, samples, errors, command, started, revs):
                 cell = fmt_time(med[kind])
                 if med[kind] == best and len(med) > 1:
                     cell = f"**{cell}**"
+                cell += spread(got)
                 if errs:
                     cell += f" [{note(f'{kind} / {case}: failed in {len(errs)} of {args.rounds} rounds: {errs[0]}')}]"
             else:

@@ -347,7 +347,7 @@ def cell_text(key, args, samples, errors, notes):
         reason = errs[0] if errs else "not run"
         return f"n/a {notes.ref(f'{where}: {reason}')}", None
     m = medians(got)
-    text = fmt_cell(m)
+    text = fmt_cell(m) + micro.spread(s["server_us_per_req"] for s in got)
     if errs:
         text += " " + notes.ref(f"{where}: failed in {len(errs)} of {args.rounds} rounds: {errs[0]}")
     if m["client"] >= CLIENT_BOUND_PCT:
@@ -433,7 +433,7 @@ def render(args, sizes, modes, loops, infos, samples, errors, revs):
            "bench/echo/server.py)." if args.warm_heap else "."),
         "- Cell: **req/s** completed by the client (higher is better) · **server CPU µs per request** "
         "(user + system from /proc/PID/stat over the window, 10 ms ticks; lower is better), medians over "
-        "rounds. **ours vs best peer**: ours / best peer for req/s, best peer / ours for µs/req; above "
+        "rounds, ± half the range of µs/req over rounds. **ours vs best peer**: ours / best peer for req/s, best peer / ours for µs/req; above "
         "1.00x ours is better" + ("; **ours vs before** the same against before." if {"ours", "before"} <= set(loops)
                                   else "."),
         "",

@@ -450,7 +450,8 @@ def main_cell(case, kind, args, samples, errors, notes):
         reason = errs[0] if errs else "not run"
         return f"n/a {notes.ref(f'{kind} / {case}: {reason}')}", None
     m = medians(got)
-    text = f"{fmt_rps(m['rps'])} · {fmt_us(m['server_us_per_req'])}"
+    text = (f"{fmt_rps(m['rps'])} · {fmt_us(m['server_us_per_req'])}"
+            + micro.spread(s["server_us_per_req"] for s in got))
     if errs:
         text += " " + notes.ref(f"{kind} / {case}: failed in {len(errs)} of {args.rounds} rounds: {errs[0]}")
     if m["socket_errors"]:
@@ -546,7 +547,7 @@ def render(args, cases, loops, infos, samples, errors, revs):
         f"- A fresh server per run; {args.rounds} round(s), loop order rotated per round and case. "
         "Cell: **req/s** from wrk (higher is better) · **server CPU µs per request** (user + system "
         f"from /proc/PID/stat over the measured run, {1000 // os.sysconf('SC_CLK_TCK')} ms ticks; lower is "
-        "better), medians over rounds. "
+        "better), medians over rounds, ± half the range of µs/req over rounds. "
         "**ours vs best peer**: ours / best peer for req/s, best peer / ours for µs/req; above 1.00x "
         "ours is better" + ("; **ours vs before** the same against before." if with_before else "."),
         "",

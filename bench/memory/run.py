@@ -406,7 +406,7 @@ def render(args, loops, infos, samples, errors, revs):
                 cells.append(f"n/a {notes.ref(f'{kind}: {reason}')}")
                 continue
             med[kind] = statistics.median(got)
-            text = fmt_value(med[kind], unit)
+            text = fmt_value(med[kind], unit) + micro.spread(got)
             if errs:
                 text += " " + notes.ref(f"{kind}: failed in {len(errs)} of {args.rounds} rounds: {errs[0]}")
             for note in dict.fromkeys(n for r in samples[kind] for n in r["notes"]):
@@ -436,7 +436,7 @@ def render(args, loops, infos, samples, errors, revs):
         f"read. Memory: Rss and Pss of /proc/PID/smaps_rollup (KiB = 1024 bytes).",
         f"- **per connection** = (memory with the {per} open − memory before) / {args.conns}; **kept per "
         f"connection after closing** = (memory once they are all closed − memory before) / {args.conns}. "
-        f"Medians over rounds; lower is better. **ours vs X** = X / ours: above 1.00x ours uses less.",
+        f"Medians over rounds (± half the range over rounds); lower is better. **ours vs X** = X / ours: above 1.00x ours uses less.",
         "",
         *table(header, rows),
         "",
