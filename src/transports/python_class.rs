@@ -26,6 +26,42 @@ pub enum ClassKind {
 /// A method descriptor to install: name, C function, calling convention.
 pub type Method = (&'static std::ffi::CStr, ffi::PyMethodDefPointer, c_int);
 
+/// A method taking no argument (METH_NOARGS).
+pub const fn without_args(name: &'static std::ffi::CStr, function: ffi::PyCFunction) -> Method {
+    (
+        name,
+        ffi::PyMethodDefPointer {
+            PyCFunction: function,
+        },
+        ffi::METH_NOARGS,
+    )
+}
+
+/// A method taking one positional argument (METH_O).
+pub const fn with_one_arg(name: &'static std::ffi::CStr, function: ffi::PyCFunction) -> Method {
+    (
+        name,
+        ffi::PyMethodDefPointer {
+            PyCFunction: function,
+        },
+        ffi::METH_O,
+    )
+}
+
+/// A method with the vectorcall convention and keywords (METH_FASTCALL | METH_KEYWORDS).
+pub const fn with_fastcall(
+    name: &'static std::ffi::CStr,
+    function: ffi::PyCFunctionFastWithKeywords,
+) -> Method {
+    (
+        name,
+        ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: function,
+        },
+        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+    )
+}
+
 /// An installed class and where its `_core` slot lives in an instance.
 struct TransportClass {
     class: Py<PyType>,

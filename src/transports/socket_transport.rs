@@ -11,7 +11,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};
 
 use super::private_fd;
-use super::python_class::{self, boolean, noargs, none, one_arg, ClassKind, Method};
+use super::python_class::{
+    self, boolean, noargs, none, one_arg, with_fastcall, with_one_arg, without_args, ClassKind,
+    Method,
+};
 use super::stream::{Kind, StreamCore, StreamEvent};
 use crate::loop_::Loop;
 use crate::uv::{pipe, tcp};
@@ -237,290 +240,50 @@ unsafe extern "C" fn m_get_extra_info(
 }
 
 const SOCKET_METHODS: &[Method] = &[
-    (
-        c"write",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_write,
-        },
-        ffi::METH_O,
-    ),
-    (
-        c"writelines",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_writelines,
-        },
-        ffi::METH_O,
-    ),
-    (
-        c"write_eof",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_write_eof,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"can_write_eof",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_can_write_eof,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"close",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_close,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"abort",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_abort,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"is_closing",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_is_closing,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"is_reading",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_is_reading,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"pause_reading",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_pause_reading,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"resume_reading",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_resume_reading,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"get_write_buffer_size",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_get_write_buffer_size,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"get_write_buffer_limits",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_get_write_buffer_limits,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"get_protocol",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_get_protocol,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"set_protocol",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_set_protocol,
-        },
-        ffi::METH_O,
-    ),
-    (
-        c"get_extra_info",
-        ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: m_get_extra_info,
-        },
-        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-    ),
-    (
-        c"_force_close",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_force_close,
-        },
-        ffi::METH_O,
-    ),
-    (
-        c"_make_empty_waiter",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_make_empty_waiter,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"_reset_empty_waiter",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_reset_empty_waiter,
-        },
-        ffi::METH_NOARGS,
-    ),
+    with_one_arg(c"write", m_write),
+    with_one_arg(c"writelines", m_writelines),
+    without_args(c"write_eof", m_write_eof),
+    without_args(c"can_write_eof", m_can_write_eof),
+    without_args(c"close", m_close),
+    without_args(c"abort", m_abort),
+    without_args(c"is_closing", m_is_closing),
+    without_args(c"is_reading", m_is_reading),
+    without_args(c"pause_reading", m_pause_reading),
+    without_args(c"resume_reading", m_resume_reading),
+    without_args(c"get_write_buffer_size", m_get_write_buffer_size),
+    without_args(c"get_write_buffer_limits", m_get_write_buffer_limits),
+    without_args(c"get_protocol", m_get_protocol),
+    with_one_arg(c"set_protocol", m_set_protocol),
+    with_fastcall(c"get_extra_info", m_get_extra_info),
+    with_one_arg(c"_force_close", m_force_close),
+    without_args(c"_make_empty_waiter", m_make_empty_waiter),
+    without_args(c"_reset_empty_waiter", m_reset_empty_waiter),
 ];
 
 const READ_PIPE_METHODS: &[Method] = &[
-    (
-        c"close",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_close,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"is_closing",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_is_closing,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"is_reading",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_is_reading,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"pause_reading",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_pause_reading,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"resume_reading",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_resume_reading,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"get_protocol",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_get_protocol,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"set_protocol",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_set_protocol,
-        },
-        ffi::METH_O,
-    ),
-    (
-        c"get_extra_info",
-        ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: m_get_extra_info,
-        },
-        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-    ),
-    (
-        c"_force_close",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_force_close,
-        },
-        ffi::METH_O,
-    ),
+    without_args(c"close", m_close),
+    without_args(c"is_closing", m_is_closing),
+    without_args(c"is_reading", m_is_reading),
+    without_args(c"pause_reading", m_pause_reading),
+    without_args(c"resume_reading", m_resume_reading),
+    without_args(c"get_protocol", m_get_protocol),
+    with_one_arg(c"set_protocol", m_set_protocol),
+    with_fastcall(c"get_extra_info", m_get_extra_info),
+    with_one_arg(c"_force_close", m_force_close),
 ];
 
 const WRITE_PIPE_METHODS: &[Method] = &[
-    (
-        c"write",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_write,
-        },
-        ffi::METH_O,
-    ),
-    (
-        c"writelines",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_writelines,
-        },
-        ffi::METH_O,
-    ),
-    (
-        c"write_eof",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_write_eof,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"can_write_eof",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_can_write_eof,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"close",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_close,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"abort",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_abort,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"is_closing",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_is_closing,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"get_write_buffer_size",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_get_write_buffer_size,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"get_write_buffer_limits",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_get_write_buffer_limits,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"get_protocol",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_get_protocol,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"set_protocol",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_set_protocol,
-        },
-        ffi::METH_O,
-    ),
-    (
-        c"get_extra_info",
-        ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: m_get_extra_info,
-        },
-        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-    ),
-    (
-        c"_force_close",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_force_close,
-        },
-        ffi::METH_O,
-    ),
+    with_one_arg(c"write", m_write),
+    with_one_arg(c"writelines", m_writelines),
+    without_args(c"write_eof", m_write_eof),
+    without_args(c"can_write_eof", m_can_write_eof),
+    without_args(c"close", m_close),
+    without_args(c"abort", m_abort),
+    without_args(c"is_closing", m_is_closing),
+    without_args(c"get_write_buffer_size", m_get_write_buffer_size),
+    without_args(c"get_write_buffer_limits", m_get_write_buffer_limits),
+    without_args(c"get_protocol", m_get_protocol),
+    with_one_arg(c"set_protocol", m_set_protocol),
+    with_fastcall(c"get_extra_info", m_get_extra_info),
+    with_one_arg(c"_force_close", m_force_close),
 ];

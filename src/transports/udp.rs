@@ -17,7 +17,10 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::buffer::{copy_from_read_buffer, read_buffer, BufferView, READ_BUFFER_SIZE};
 use super::private_fd;
-use super::python_class::{self, boolean, noargs, none, one_arg, ClassKind, Method};
+use super::python_class::{
+    self, boolean, noargs, none, one_arg, with_fastcall, with_one_arg, without_args, ClassKind,
+    Method,
+};
 use super::sockaddr::{inet_len, numeric_address, SenderCache};
 use crate::gil::{GilCell, GilRefCell};
 use crate::handles::Outcome;
@@ -973,95 +976,17 @@ unsafe extern "C" fn m_get_extra_info(
 /// The methods of `uvloop._transports.UDPTransport` (pause/resume_reading where the running
 /// Python's datagram transport has them: see the Python class).
 pub const DATAGRAM_METHODS: &[Method] = &[
-    (
-        c"sendto",
-        ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: m_sendto,
-        },
-        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-    ),
-    (
-        c"close",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_close,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"abort",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_abort,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"is_closing",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_is_closing,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"_is_reading",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_is_reading,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"_pause_reading",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_pause_reading,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"_resume_reading",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_resume_reading,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"get_write_buffer_size",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_get_write_buffer_size,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"get_write_buffer_limits",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_get_write_buffer_limits,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"get_protocol",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_get_protocol,
-        },
-        ffi::METH_NOARGS,
-    ),
-    (
-        c"set_protocol",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_set_protocol,
-        },
-        ffi::METH_O,
-    ),
-    (
-        c"get_extra_info",
-        ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: m_get_extra_info,
-        },
-        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-    ),
-    (
-        c"_force_close",
-        ffi::PyMethodDefPointer {
-            PyCFunction: m_force_close,
-        },
-        ffi::METH_O,
-    ),
+    with_fastcall(c"sendto", m_sendto),
+    without_args(c"close", m_close),
+    without_args(c"abort", m_abort),
+    without_args(c"is_closing", m_is_closing),
+    without_args(c"_is_reading", m_is_reading),
+    without_args(c"_pause_reading", m_pause_reading),
+    without_args(c"_resume_reading", m_resume_reading),
+    without_args(c"get_write_buffer_size", m_get_write_buffer_size),
+    without_args(c"get_write_buffer_limits", m_get_write_buffer_limits),
+    without_args(c"get_protocol", m_get_protocol),
+    with_one_arg(c"set_protocol", m_set_protocol),
+    with_fastcall(c"get_extra_info", m_get_extra_info),
+    with_one_arg(c"_force_close", m_force_close),
 ];
