@@ -390,7 +390,7 @@ def render(args, cases, loops, infos, samples, errors, command, started, revs):
                 cell = fmt_time(med[kind])
                 if med[kind] == best and len(med) > 1:
                     cell = f"**{cell}**"
-                cell += spread(got)
+                cell += spread(samples[(case, kind)])
                 if errs:
                     cell += f" [{note(f'{kind} / {case}: failed in {len(errs)} of {args.rounds} rounds: {errs[0]}')}]"
             else:
