@@ -1,7 +1,8 @@
 # The two commands of this project (see README.md):
 #   make bench   the main job: builds the loop and runs the side-by-side benchmarks
 #                (event-loop micro-benchmarks, echo servers, HTTP servers; about 30 minutes)
-#   make test    every test: cargo test, then pytest on each CPython 3.9-3.13 found
+#   make test    every test: cargo test, builds for CPython 3.14/3.15 (free-threaded too), then
+#                pytest on each CPython 3.9-3.13 found
 #
 # Both set up what they need: libclang (for libuv-sys2's bindgen), per-Python virtualenvs
 # with maturin and pytest, and a release build of the extension for each Python.
@@ -16,9 +17,9 @@ PYTHONS ?= $(or $(wildcard $(foreach v,9 10 11 12 13,$(HOME)/.pyenv/versions/3.$
 MAIN_PYTHON ?= $(or $(wildcard $(HOME)/.pyenv/versions/3.11.*/bin/python3.11),$(lastword $(PYTHONS)))
 VENVS := .venvs
 
-.PHONY: test bench cargo-test portability-check pytest-all libclang
+.PHONY: test bench soak fuzz memcheck cargo-test portability-check future-python-builds pytest-all libclang
 
-test: cargo-test portability-check pytest-all
+test: cargo-test portability-check future-python-builds pytest-all
 
 bench: libclang
 	@$(MAIN_PYTHON) bench/run.py
@@ -26,10 +27,40 @@ bench: libclang
 	$(MAIN_PYTHON) bench/echo/run.py --no-build --sizes 102400 --warm-heap
 	$(MAIN_PYTHON) bench/http/run.py --no-build
 
+# Not part of `make test`: a server on our loop under steady load for SOAK_MINUTES (loopback),
+# failing if memory, descriptors, libuv handles or Python objects grow (see soak/soak.py).
+SOAK_MINUTES ?= 10
+soak: libclang
+	@venv=$(VENVS)/soak
+	[ -x $$venv/bin/python ] || $(MAIN_PYTHON) -m venv $$venv
+	$$venv/bin/python -m pip install -q --disable-pip-version-check maturin matplotlib
+	rm -rf target/wheels/soak
+	CARGO_TARGET_DIR=target/soak $$venv/bin/maturin build --release -q -i $$venv/bin/python -o target/wheels/soak
+	$$venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/soak/*.whl
+	$$venv/bin/python soak/soak.py --minutes $(SOAK_MINUTES)
+
+# Not part of `make test` (which runs a short search): the property-based differential tests
+# with a long search, on MAIN_PYTHON's test virtualenv (made by `make test`).
+fuzz:
+	@tag=$$($(MAIN_PYTHON) -c 'import sys; print("py%d.%d" % sys.version_info[:2])')
+	[ -x $(VENVS)/$$tag/bin/python ] || $(MAKE) pytest-all PYTHONS=$(MAIN_PYTHON)
+	HYPOTHESIS_PROFILE=long $(VENVS)/$$tag/bin/python -m pytest -q -p no:cacheprovider \
+	  --timeout 3600 tests/test_fuzz_api.py
+
+# Not part of `make test`: the Rust tests and a slice of the Python suite under valgrind's
+# memcheck (see memcheck/run.py), on MAIN_PYTHON's test virtualenv (made by `make test`).
+memcheck: libclang
+	@command -v valgrind >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq valgrind; }
+	tag=$$($(MAIN_PYTHON) -c 'import sys; print("py%d.%d" % sys.version_info[:2])')
+	[ -x $(VENVS)/$$tag/bin/python ] || $(MAKE) pytest-all PYTHONS=$(MAIN_PYTHON)
+	$(MAIN_PYTHON) memcheck/run.py --python $(VENVS)/$$tag/bin/python
+
 libclang:
 	@# libclang itself (libclang.so*, libclang-17.so*), not libclang-cpp, which bindgen cannot use.
-	if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
-	    /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1; then
+	@# (ls fails when any pattern matches nothing: what it lists is what counts.)
+	if ! { ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+	    /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* 2>/dev/null || true; } | grep -q .; then
 	  echo "libclang missing: installing libclang-dev (needed by libuv-sys2's bindgen)"
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo )
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libclang-dev
@@ -49,6 +80,17 @@ portability-check:
 	  cargo clippy -q -p uvloop-portability-check --target $$target -- -D warnings
 	done
 
+# CPython 3.14, 3.15 and their free-threaded builds cannot be installed on these machines: the
+# extension is compiled (and linked) for each through a PyO3 build-config file, so that an API
+# those versions dropped fails the build here. See pyo3-configs/ and the README's "Supported".
+FUTURE_PYTHONS := 3.14 3.14t 3.15 3.15t
+future-python-builds: libclang
+	@for version in $(FUTURE_PYTHONS); do
+	  echo "=== cargo build for CPython $$version (PyO3 build config, no interpreter)"
+	  PYO3_CONFIG_FILE=$(CURDIR)/pyo3-configs/cpython-$$version.txt CARGO_TARGET_DIR=target/cpython-$$version \
+	    cargo rustc -q --lib -- -D warnings
+	done
+
 # One virtualenv and one fresh release build per Python; each build has its own target dir
 # so that switching interpreters does not rebuild everything.
 pytest-all: libclang
@@ -58,7 +100,7 @@ pytest-all: libclang
 	  echo "=== $$tag: $$py"
 	  venv=$(VENVS)/$$tag
 	  [ -x $$venv/bin/python ] || $$py -m venv $$venv
-	  $$venv/bin/python -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout
+	  $$venv/bin/python -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout hypothesis
 	  rm -rf target/wheels/$$tag
 	  CARGO_TARGET_DIR=target/$$tag $$venv/bin/maturin build --release -q -i $$venv/bin/python -o target/wheels/$$tag
 	  $$venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/$$tag/*.whl

@@ -33,6 +33,18 @@ pub struct Handle {
     source_traceback: Option<Py<PyAny>>,
     /// The repr kept at cancellation in debug mode, when the callback is gone.
     repr: GilRefCell<Option<Py<PyAny>>>,
+    cross_thread: GilCell<CrossThread>,
+}
+
+/// Whether a handle from `call_soon_threadsafe` is running, and on which thread: a `cancel()`
+/// from another thread waits for the run to end, so that once it returns the callback is neither
+/// running nor going to run (asyncio's `_ThreadSafeHandle` guarantee from 3.14 on).
+#[derive(Clone, Copy, PartialEq)]
+enum CrossThread {
+    /// An ordinary handle: cancelled from the loop's thread only.
+    No,
+    Idle,
+    RunningOn(std::thread::ThreadId),
 }
 
 /// What running a handle did, for the loop.
@@ -68,6 +80,7 @@ impl Handle {
             cancelled: GilCell::new(false),
             source_traceback,
             repr: GilRefCell::new(None),
+            cross_thread: GilCell::new(CrossThread::No),
         })
     }
 
@@ -78,6 +91,11 @@ impl Handle {
             track_context(&self.context);
         }
         self.context.clone_ref(py)
+    }
+
+    /// Made by `call_soon_threadsafe`: may be cancelled from another thread while it runs.
+    pub fn mark_thread_safe(&self, py: Python<'_>) {
+        self.cross_thread.set(py, CrossThread::Idle);
     }
 
     pub fn is_cancelled(&self, py: Python<'_>) -> bool {
@@ -92,6 +110,7 @@ impl Handle {
     pub fn cancel_handle(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        this.wait_for_other_thread_run(py);
         if this.cancelled.get(py) {
             return Ok(());
         }
@@ -105,9 +124,32 @@ impl Handle {
         Ok(())
     }
 
+    /// A thread-safe handle running on another thread: wait, GIL released, until that run ends.
+    fn wait_for_other_thread_run(&self, py: Python<'_>) {
+        while let CrossThread::RunningOn(thread) = self.cross_thread.get(py) {
+            if thread == std::thread::current().id() {
+                return;
+            }
+            py.detach(|| std::thread::sleep(std::time::Duration::from_micros(50)));
+        }
+    }
+
     /// Calls the callback inside its context. Exceptions other than KeyboardInterrupt and
     /// SystemExit go to the loop's exception handler, as asyncio's `Handle._run` does.
     pub fn run(slf: &Bound<'_, Self>) -> Outcome {
+        let this = slf.get();
+        let py = slf.py();
+        if this.cross_thread.get(py) == CrossThread::No {
+            return Self::run_call(slf);
+        }
+        this.cross_thread
+            .set(py, CrossThread::RunningOn(std::thread::current().id()));
+        let outcome = Self::run_call(slf);
+        this.cross_thread.set(py, CrossThread::Idle);
+        outcome
+    }
+
+    fn run_call(slf: &Bound<'_, Self>) -> Outcome {
         let py = slf.py();
         let this = slf.get();
         let (callback, args) = match &*this.call.borrow(py) {

@@ -69,9 +69,9 @@ python_object!(
 );
 python_object!(transport_socket_type, "asyncio.trsock", "TransportSocket");
 python_object!(
-    support_resolve_datagram_address,
+    support_numeric_datagram_address,
     "uvloop._native_support",
-    "resolve_datagram_address"
+    "numeric_datagram_address"
 );
 
 /// `asyncio.log.logger.warning(message)`.
@@ -161,13 +161,13 @@ pub fn socket_for_fd(py: Python<'_>, fd: std::os::raw::c_int) -> PyResult<Py<PyA
     Ok(support_socket_for_fd(py)?.call1((fd,))?.unbind())
 }
 
-/// The numeric address a datagram socket's `sendto` would resolve `addr` to.
-pub fn resolve_datagram_address<'py>(
+/// `addr` for a datagram socket's `sendto` with its host in numbers; ValueError for a host name.
+pub fn numeric_datagram_address<'py>(
     py: Python<'py>,
     sock: &Bound<'py, PyAny>,
     addr: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    support_resolve_datagram_address(py)?.call1((sock, addr))
+    support_numeric_datagram_address(py)?.call1((sock, addr))
 }
 
 /// `asyncio.trsock.TransportSocket(sock)`.

@@ -10,8 +10,19 @@ import gc
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import uvloop
+
+# Property-based tests (test_fuzz_api.py): a short search in `make test`, a long one in
+# `make fuzz` (HYPOTHESIS_PROFILE=long).
+settings.register_profile(
+    "short", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "long", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "short"))
 
 # libuv opens a process-wide pipe (its signal lock) with the first loop; open it before any
 # test counts descriptors.

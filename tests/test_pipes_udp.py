@@ -187,7 +187,7 @@ def test_ipv6_echo_with_four_tuple_addresses(loop):
     assert len(address) == 4
 
 
-def test_sendto_data_and_address_forms(loop):
+def test_sendto_data_and_address_forms(loop, loop_kind):
     """bytearray and memoryview data, a host name, an empty datagram (sent from 3.13 on,
     dropped before), and what asyncio refuses."""
 
@@ -197,7 +197,12 @@ def test_sendto_data_and_address_forms(loop):
         client, proto = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
         client.sendto(bytearray(b"array"), (host, port))
         client.sendto(memoryview(b"xxview")[2:], (host, port))
-        client.sendto(b"by name", ("localhost", port))
+        if loop_kind == "asyncio":
+            # asyncio's flaw: the loop thread blocks on the resolver for the name.
+            client.sendto(b"by name", ("localhost", port))
+        else:
+            with pytest.raises(ValueError, match="needs a DNS lookup"):
+                client.sendto(b"by name", ("localhost", port))
         client.sendto(b"", (host, port))
         client.sendto(b"last", (host, port))
         received = []
@@ -213,7 +218,81 @@ def test_sendto_data_and_address_forms(loop):
 
     received = run(loop, main())
     empty = [b""] if sys.version_info >= (3, 13) else []
-    assert received == [b"array", b"view", b"by name", *empty, b"last"]
+    by_name = [b"by name"] if loop_kind == "asyncio" else []
+    assert received == [b"array", b"view", *by_name, *empty, b"last"]
+
+
+def test_sendto_a_host_name_is_refused_and_the_endpoint_goes_on(loop, loop_kind):
+    """uvloop refuses a host name in sendto (resolving it would block every connection of the
+    loop on the resolver); asyncio resolves it in the loop's thread, a known flaw."""
+    if loop_kind == "asyncio":
+        pytest.skip("asyncio resolves the name, blocking the loop (its known flaw)")
+
+    async def main():
+        server, _ = await loop.create_datagram_endpoint(EchoDatagram, local_addr=("127.0.0.1", 0))
+        host, port = server.get_extra_info("sockname")
+        client, proto = await loop.create_datagram_endpoint(Collector, local_addr=("127.0.0.1", 0))
+        for name in ("localhost", "no-such-host.invalid", b"localhost"):
+            with pytest.raises(ValueError):
+                client.sendto(b"x", (name, port))
+        client.sendto(b"still open", (host, port))
+        data, _ = await proto.received.get()
+        closing = client.is_closing()
+        client.close()
+        server.close()
+        await asyncio.sleep(0)
+        return data, closing
+
+    assert run(loop, main()) == (b"still open", False)
+
+
+@pytest.mark.parametrize("data", [b"bytes", bytearray(b"bytearray"), memoryview(b"view")])
+def test_socketpair_datagram_endpoint_sends_without_an_address(loop, loop_kind, data):
+    """One end of an AF_UNIX datagram socketpair: its peer is unnamed (peer name ""), and
+    sendto(data) without an address goes to it, queued or not."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    b.setblocking(False)
+
+    async def asyncio_bug():
+        transport, _ = await loop.create_datagram_endpoint(Collector, sock=a)
+        errors = []
+        loop.set_exception_handler(lambda loop, context: errors.append(context))
+        transport.sendto(data)
+        await asyncio.sleep(0)
+        return [type(context.get("exception")) for context in errors], transport.is_closing()
+
+    async def main():
+        transport, proto = await loop.create_datagram_endpoint(Collector, sock=a)
+        errors = []
+        loop.set_exception_handler(lambda loop, context: errors.append(context))
+        transport.sendto(data)
+        # Fill the socket so that the next ones queue, then drain it from the other end.
+        sent = 0
+        while transport.get_write_buffer_size() == 0 and sent < 100_000:
+            transport.sendto(b"f" * 1024)
+            sent += 1
+        transport.sendto(data)
+        received = []
+        while len(received) < sent + 2:
+            try:
+                received.append(b.recv(2048))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        transport.close()
+        await asyncio.sleep(0)
+        return received[0], received[-1], errors, proto.errors
+
+    try:
+        if loop_kind == "asyncio":
+            # asyncio's bug: it sends with sock.sendto(data, None), which the socket module
+            # refuses (TypeError); the transport dies and the datagram is lost.
+            assert run(loop, asyncio_bug()) == ([TypeError], True)
+            return
+        first, last, errors, proto_errors = run(loop, main())
+    finally:
+        b.close()
+    assert first == bytes(data) and last == bytes(data)
+    assert errors == [] and proto_errors == []
 
 
 def test_sendto_to_an_unparsable_address_is_a_fatal_error(loop):

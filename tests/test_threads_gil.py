@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import os
+import sys
 import threading
 import time
 
@@ -519,3 +520,34 @@ def test_executor_jobs_run_while_loop_idles(loop):
         assert run(loop, main(), timeout=40) == 200_000
     finally:
         run(loop, loop.shutdown_default_executor())
+
+
+def test_cross_thread_cancel_waits_for_a_running_threadsafe_callback(loop, loop_kind):
+    """Once `cancel()` of a call_soon_threadsafe handle returns in another thread, the callback
+    is neither running nor going to run (asyncio's _ThreadSafeHandle from 3.14 on)."""
+    started = threading.Event()
+    events = []
+
+    def callback():
+        started.set()
+        time.sleep(0.3)  # GIL released: the other thread's cancel() runs meanwhile
+        events.append("callback done")
+
+    def cancel_while_running(handle):
+        assert started.wait(5)
+        handle.cancel()
+        events.append("cancel returned")
+
+    async def main():
+        handle = loop.call_soon_threadsafe(callback)
+        thread = threading.Thread(target=cancel_while_running, args=(handle,))
+        thread.start()
+        await loop.run_in_executor(None, thread.join)
+        return handle.cancelled()
+
+    assert run(loop, main()) is True
+    if loop_kind == "asyncio" and sys.version_info < (3, 14):
+        # asyncio's race before 3.14: cancel() returns while the callback still runs.
+        assert events == ["cancel returned", "callback done"]
+    else:
+        assert events == ["callback done", "cancel returned"]

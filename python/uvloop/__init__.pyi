@@ -1,6 +1,6 @@
 import asyncio
 import sys
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 from ._eventloop import Loop as Loop
 
@@ -12,12 +12,17 @@ __all__ = ("new_event_loop", "install", "run", "Loop", "EventLoopPolicy")
 def new_event_loop() -> Loop: ...
 def install() -> None: ...
 def run(
-    main: Coroutine[Any, Any, _T],
+    main: Coroutine[Any, Any, _T] | Awaitable[_T],
     *,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = ...,
     debug: bool | None = ...,
     **run_kwargs: Any,
 ) -> _T: ...
 
-class EventLoopPolicy(asyncio.events.BaseDefaultEventLoopPolicy):
-    def _loop_factory(self) -> Loop: ...
+if sys.version_info >= (3, 14):
+    class EventLoopPolicy(asyncio.events._BaseDefaultEventLoopPolicy):
+        def _loop_factory(self) -> Loop: ...
+
+else:
+    class EventLoopPolicy(asyncio.events.BaseDefaultEventLoopPolicy):
+        def _loop_factory(self) -> Loop: ...

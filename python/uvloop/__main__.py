@@ -3,12 +3,12 @@
 Runs the script as `python script.py` would, with uvloop's event loop policy installed.
 """
 
-import asyncio
 import os
 import runpy
 import sys
 
 from . import EventLoopPolicy
+from . import _asyncio_private as _private
 
 USAGE = "usage: python -m uvloop (script.py | -m module) [args ...]"
 
@@ -17,7 +17,13 @@ def main(argv):
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    if _private.set_event_loop_policy is None:
+        print("python -m uvloop needs asyncio's event loop policies, which this Python has "
+              "not; use uvloop.run() in the program", file=sys.stderr)
+        return 2
+    # Through asyncio's silent setter where the public one warns (3.14 on): the warning would
+    # be about this module's code, not the user's.
+    _private.set_event_loop_policy(EventLoopPolicy())
     if argv[0] == "-m":
         if len(argv) < 2:
             print(USAGE, file=sys.stderr)

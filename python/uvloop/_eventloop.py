@@ -16,27 +16,13 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import (
-    base_events,
-    coroutines,
-    events,
-    futures,
-    log,
-    selector_events,
-    sslproto,
-    unix_events,
-)
+from asyncio import coroutines, log
 
+from . import _asyncio_private as _private
 from . import _server, _subprocess, _transports
 from . import loop as _native
 
-_Base = base_events.BaseEventLoop
-
-
 _NUMERIC_NAMEINFO = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
-
-# sock_* refuse SSL sockets from 3.9.? on; where asyncio has no such check, nor do we.
-_check_ssl_socket = getattr(base_events, "_check_ssl_socket", lambda sock: None)
 
 
 def _is_numeric_host(host):
@@ -97,7 +83,7 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         # from its creation, so none can take the number of a user's watched fd that was
         # closed without remove_reader (which would replace the loop's reader).
         self._ensure_self_pipe()
-        self.set_debug(coroutines._is_debug_mode())
+        self.set_debug(_private.is_debug_mode())
 
     @property
     def _selector(self):
@@ -122,7 +108,7 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
 
     async def sock_recv(self, sock, n):
         """Receive up to `n` bytes from the non-blocking socket `sock`."""
-        _check_ssl_socket(sock)
+        _private.check_ssl_socket(sock)
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         data = self._sock_recv_or_wait(sock, n)
@@ -132,7 +118,7 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
 
     async def sock_recv_into(self, sock, buf):
         """Receive into `buf` from the non-blocking socket `sock`; the byte count."""
-        _check_ssl_socket(sock)
+        _private.check_ssl_socket(sock)
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         count = self._sock_recv_into_or_wait(sock, buf)
@@ -142,7 +128,7 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
 
     async def sock_sendall(self, sock, data):
         """Send all of `data` on the non-blocking socket `sock`."""
-        _check_ssl_socket(sock)
+        _private.check_ssl_socket(sock)
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         rest = self._sock_sendall_or_wait(sock, data)
@@ -224,25 +210,25 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
         transport = _transports.open_read_pipe(self, pipe, protocol)
         if waiter is not None:
-            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            self.call_soon(_private.set_result_unless_cancelled, waiter, None)
         return transport
 
     def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
         transport = _transports.open_write_pipe(self, pipe, protocol)
         if waiter is not None:
-            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            self.call_soon(_private.set_result_unless_cancelled, waiter, None)
         return transport
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         transport = _transports.open_datagram_transport(self, sock, protocol, address, extra)
         if waiter is not None:
-            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            self.call_soon(_private.set_result_unless_cancelled, waiter, None)
         return transport
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         transport = _native.open_socket_transport(self, sock, protocol, extra)
         if waiter is not None:
-            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            self.call_soon(_private.set_result_unless_cancelled, waiter, None)
         return transport
 
     def _make_ssl_transport(
@@ -261,32 +247,11 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
         # asyncio's TLS layer (its SSLProtocol, with the timeouts the running Python has) over
         # our socket transport.
         self._ensure_fd_no_transport(rawsock)
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = _private.SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
         )
         _native.open_socket_transport(self, rawsock, ssl_protocol, extra)
         return ssl_protocol._app_transport
-
-    # asyncio's own implementations: they only use attributes this class provides.
-    __repr__ = _Base.__repr__
-    __del__ = _Base.__del__
-    run_until_complete = _Base.run_until_complete
-    _check_running = _Base._check_running
-    _check_callback = _Base._check_callback
-    _check_thread = _Base._check_thread
-    _check_default_executor = _Base._check_default_executor
-    set_debug = _Base.set_debug
-    _set_coroutine_origin_tracking = _Base._set_coroutine_origin_tracking
-    _asyncgen_firstiter_hook = _Base._asyncgen_firstiter_hook
-    _asyncgen_finalizer_hook = _Base._asyncgen_finalizer_hook
-    shutdown_asyncgens = _Base.shutdown_asyncgens
-    _do_shutdown = _Base._do_shutdown
-    run_in_executor = _Base.run_in_executor
-    set_default_executor = _Base.set_default_executor
-    get_exception_handler = _Base.get_exception_handler
-    set_exception_handler = _Base.set_exception_handler
-    default_exception_handler = _Base.default_exception_handler
-    call_exception_handler = _Base.call_exception_handler
 
     def run_forever(self):
         """Run until stop() is called."""
@@ -301,12 +266,12 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
                 firstiter=self._asyncgen_firstiter_hook,
                 finalizer=self._asyncgen_finalizer_hook,
             )
-            events._set_running_loop(self)
+            _private.set_running_loop(self)
             self._run()
         finally:
             self._stopping = False
             self._thread_id = None
-            events._set_running_loop(None)
+            _private.set_running_loop(None)
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
             self._restore_wakeup_fd(old_wakeup_fd)
@@ -368,7 +333,7 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
 
     def add_signal_handler(self, sig, callback, *args):
         """Run `callback(*args)` in the loop when signal `sig` arrives (main thread only)."""
-        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+        if coroutines.iscoroutine(callback) or _private.iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()
@@ -507,46 +472,17 @@ class Loop(_native.Loop, asyncio.AbstractEventLoop):
             log.logger.info("set_wakeup_fd(-1) failed: %s", exc)
 
 
-# Networking, once per connection or per call: asyncio's own code of the running Python, which
-# only needs the attributes above (_add_reader and friends, _transports, _selector). The
-# most derived class that defines a name wins, as in the MRO of asyncio's unix loop.
-_BORROWED = (
-    # servers, connections, TLS, datagrams
-    "create_connection", "_connect_sock", "_create_connection_transport", "_ensure_resolved",
-    "_getaddrinfo_debug", "_create_server_getaddrinfo",
-    "connect_accepted_socket", "start_tls", "create_unix_connection",
-    "create_datagram_endpoint",
-    # pipes and processes
-    "subprocess_exec", "subprocess_shell", "_log_subprocess", "connect_read_pipe",
-    "connect_write_pipe",
-    # fd watchers: the public methods check that no transport owns the fd
-    "add_reader", "remove_reader", "add_writer", "remove_writer",
-    # sock_* and sendfile
-    "sock_recvfrom", "_sock_recvfrom", "sock_recvfrom_into", "_sock_recvfrom_into",
-    "sock_sendto", "_sock_sendto", "sock_connect", "_sock_connect",
-    "_sock_connect_cb", "sock_accept", "_sock_accept", "_sock_read_done", "_sock_write_done",
-    "sendfile", "_sendfile_fallback", "sock_sendfile",
-    "_sock_sendfile_native", "_sock_sendfile_native_impl", "_sock_sendfile_update_filepos",
-    "_sock_sendfile_fallback", "_check_sendfile_params", "_sock_add_cancellation_callback",
-)
+def _take_asyncio_methods(cls):
+    """asyncio's own code for the per-run parts and the per-connection networking (see
+    _asyncio_private): it needs only attributes that this class provides."""
+    for methods in (_private.PER_RUN_METHODS, _private.NETWORKING_METHODS):
+        for name, function in methods.items():
+            if name in vars(cls):
+                raise TypeError(f"{cls.__name__}.{name} is both defined and taken from asyncio")
+            setattr(cls, name, function)
 
 
-def _borrow_networking(cls):
-    sources = (
-        unix_events._UnixSelectorEventLoop,
-        selector_events.BaseSelectorEventLoop,
-        base_events.BaseEventLoop,
-    )
-    for name in _BORROWED:
-        if name in vars(cls):
-            raise TypeError(f"{cls.__name__}.{name} is both defined and borrowed")
-        for source in sources:
-            if name in vars(source):
-                setattr(cls, name, vars(source)[name])
-                break
-
-
-_borrow_networking(Loop)
+_take_asyncio_methods(Loop)
 
 
 class _SelectorView:

@@ -7,22 +7,24 @@ and reuse asyncio's own formatting to produce the same messages and log records.
 import errno
 import socket
 import sys
-from asyncio import base_events, format_helpers, log, trsock
+from asyncio import log
+
+from . import _asyncio_private as _private
 
 _FORMAT_TAKES_DEBUG = sys.version_info >= (3, 13)
 
 
 def extract_stack():
     """The stack of the Python code that called into the loop (the native frame has none)."""
-    return format_helpers.extract_stack(sys._getframe(1))
+    return _private.extract_stack(sys._getframe(1))
 
 
 def _format_callback(handle, callback, args):
     if _FORMAT_TAKES_DEBUG:
-        return format_helpers._format_callback_source(
+        return _private.format_callback_source(
             callback, args, debug=handle._loop.get_debug()
         )
-    return format_helpers._format_callback_source(callback, args)
+    return _private.format_callback_source(callback, args)
 
 
 def handle_repr(handle):
@@ -57,20 +59,20 @@ def report_callback_error(handle, callback, args, exc):
 
 def warn_slow_callback(handle, seconds):
     log.logger.warning(
-        "Executing %s took %.3f seconds", base_events._format_handle(handle), seconds
+        "Executing %s took %.3f seconds", _private.format_handle(handle), seconds
     )
 
 
 def check_callback(callback, method):
-    base_events.BaseEventLoop._check_callback(None, callback, method)
+    _private.PER_RUN_METHODS["_check_callback"](None, callback, method)
 
 
 def report_protocol_callback_error(loop, callback, exc):
     """A protocol callback run by a native transport raised: what asyncio's Handle._run reports."""
     if _FORMAT_TAKES_DEBUG:
-        source = format_helpers._format_callback_source(callback, (), debug=loop.get_debug())
+        source = _private.format_callback_source(callback, (), debug=loop.get_debug())
     else:
-        source = format_helpers._format_callback_source(callback, ())
+        source = _private.format_callback_source(callback, ())
     loop.call_exception_handler({"message": f"Exception in callback {source}", "exception": exc})
 
 
@@ -84,7 +86,7 @@ def report_accept_error(loop, sock, exc):
     else:
         message = "Error accepting a connection"
     loop.call_exception_handler(
-        {"message": message, "exception": exc, "socket": trsock.TransportSocket(sock)}
+        {"message": message, "exception": exc, "socket": _private.TransportSocket(sock)}
     )
 
 
@@ -93,11 +95,20 @@ def socket_for_fd(fd):
     return socket.socket(fileno=fd)
 
 
-def resolve_datagram_address(sock, addr):
-    """The numeric address `sock.sendto(data, addr)` sends to: a host name resolved (blocking,
-    as the socket module resolves it), with the socket module's errors for what it refuses."""
+def numeric_datagram_address(sock, addr):
+    """`addr` with its host in numbers, for `sock.sendto`. A host name is refused with
+    ValueError: resolving it would block the loop on the resolver (uvloop refuses it too);
+    what the socket module refuses otherwise raises its own error."""
     if not isinstance(addr, tuple):
         raise TypeError(f"{sock.family.name} address must be tuple, not {type(addr).__name__}")
     host, port = addr[0], addr[1]
-    infos = socket.getaddrinfo(host, port, sock.family, socket.SOCK_DGRAM)
+    try:
+        infos = socket.getaddrinfo(host, port, sock.family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)
+    except socket.gaierror as exc:
+        if exc.errno != socket.EAI_NONAME:
+            raise
+        raise ValueError(
+            f"sendto(): address {addr!r} needs a DNS lookup, which would block the event loop; "
+            "resolve it first (loop.getaddrinfo) and send to the numeric address"
+        ) from None
     return infos[0][4]

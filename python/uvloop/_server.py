@@ -15,8 +15,9 @@ import os
 import socket
 import stat
 import sys
-from asyncio import base_events, log, sslproto, tasks
+from asyncio import log, tasks
 
+from . import _asyncio_private as _private
 from . import loop as _native
 
 _HAS_IPV6 = hasattr(socket, "AF_INET6")
@@ -27,13 +28,12 @@ _HAS_CLEANUP_SOCKET = sys.version_info >= (3, 13)
 # 3.13 skips addresses of a disabled family (EADDRNOTAVAIL) and words bind errors with str(err).
 _SKIPS_UNAVAILABLE_ADDRESSES = sys.version_info >= (3, 13)
 
-_check_ssl_socket = getattr(base_events, "_check_ssl_socket", lambda sock: None)
 
 # Marks a keyword argument that was not given (for those only some Pythons accept).
 _NOT_GIVEN = object()
 
 
-class Server(base_events.Server):
+class Server(_private.Server):
     """asyncio's Server, with the connections of its listeners counted natively."""
 
     def __init__(
@@ -109,7 +109,7 @@ async def create_server(
         raise _unexpected("create_server", "ssl_shutdown_timeout")
     _check_ssl_arguments(ssl, ssl_handshake_timeout, ssl_shutdown_timeout, unix=False)
     if sock is not None:
-        _check_ssl_socket(sock)
+        _private.check_ssl_socket(sock)
 
     if host is not None or port is not None:
         if sock is not None:
@@ -284,7 +284,7 @@ def _tls_factory(loop, protocol_factory, sslcontext, handshake_timeout, shutdown
 
     def make_protocol():
         waiter = loop.create_future()
-        protocol = sslproto.SSLProtocol(
+        protocol = _private.SSLProtocol(
             loop, protocol_factory(), sslcontext, waiter, server_side=True, **timeouts
         )
         waiter.add_done_callback(lambda fut: _handshake_done(loop, protocol, fut))

@@ -24,8 +24,9 @@ import subprocess
 import sys
 import threading
 import warnings
-from asyncio import base_subprocess, log, unix_events
+from asyncio import log
 
+from . import _asyncio_private as _private
 from . import loop as _native
 
 # The keyword arguments of Popen that uv_spawn expresses (with the values checked below).
@@ -56,7 +57,7 @@ async def make_subprocess_transport(
             waiter=waiter, extra=extra, **kwargs,
         )
     else:
-        transport = unix_events._UnixSubprocessTransport(
+        transport = _private.UnixSubprocessTransport(
             loop, protocol, args, shell, stdin, stdout, stderr, bufsize,
             waiter=waiter, extra=extra, **kwargs,
         )
@@ -216,7 +217,7 @@ def _check_cwd(cwd):
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), cwd)
 
 
-class SpawnedTransport(base_subprocess.BaseSubprocessTransport):
+class SpawnedTransport(_private.BaseSubprocessTransport):
     """asyncio's subprocess transport, over a child started by libuv."""
 
     def _start(self, args, shell, stdin, stdout, stderr, bufsize, executable=None, cwd=None,
@@ -315,15 +316,27 @@ def _spawned_exited(loop, pid, native):
 
 def close_watchers(loop):
     """The loop is closing: stop watching its children's exits, reaping those that already
-    exited."""
+    exited; a thread reaps each one still running when it exits (asyncio's child watcher
+    thread also outlives the loop), so none is left a zombie."""
     for pid, pidfd in list(loop._child_pidfds.items()):
         loop._remove_reader(pidfd)
         os.close(pidfd)
         try:
-            os.waitpid(pid, os.WNOHANG)
+            exited, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            pass
+            continue
+        if not exited:
+            threading.Thread(
+                target=_reap_when_done, args=(pid,), name=f"uvloop-reap-{pid}", daemon=True
+            ).start()
     loop._child_pidfds.clear()
+
+
+def _reap_when_done(pid):
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _watch(loop, pid, transport):

@@ -7,21 +7,13 @@ import os
 import socket
 import stat
 import sys
-from asyncio import (
-    base_events,
-    constants,
-    futures,
-    log,
-    selector_events,
-    transports,
-    trsock,
-    unix_events,
-)
+from asyncio import log
 
+from . import _asyncio_private as _private
 from . import loop as _native
 
 
-class SocketTransport(transports._FlowControlMixin, asyncio.Transport):
+class SocketTransport(_private.FlowControlMixin, asyncio.Transport):
     """A connected stream socket (TCP or Unix) on a libuv handle.
 
     Made natively (`uvloop.loop.open_socket_transport`): the `_core` slot holds its
@@ -33,7 +25,7 @@ class SocketTransport(transports._FlowControlMixin, asyncio.Transport):
 
     __slots__ = ("_core", "__weakref__")
 
-    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    _sendfile_compatible = _private.SendfileMode.TRY_NATIVE
     _start_tls_compatible = True
 
     def __init__(self, *args, **kwargs):
@@ -103,7 +95,7 @@ _native.install_transport_class(SocketTransport, "socket")
 
 
 # asyncio's datagram transport is an asyncio.DatagramTransport only from 3.12 on.
-_DATAGRAM_BASES = (selector_events._SelectorDatagramTransport,)
+_DATAGRAM_BASES = (_private.SelectorDatagramTransport,)
 if not issubclass(_DATAGRAM_BASES[0], asyncio.DatagramTransport):
     _DATAGRAM_BASES += (asyncio.DatagramTransport,)
 
@@ -118,8 +110,30 @@ class UnixDatagramTransport(*_DATAGRAM_BASES):
         # Before asyncio's __init__, which registers the reader it finds here.
         self._read_ready = core.read_ready
         super().__init__(loop, sock, protocol, address, waiter, extra)
+        if self._extra["peername"] == "":
+            self._sock = _UnnamedPeerSocket(self._sock)
         core.bind(_DATAGRAM_BASES[0].sendto.__get__(self))
         self.sendto = core.sendto
+
+
+class _UnnamedPeerSocket:
+    """The socket of an endpoint connected to an unnamed AF_UNIX peer (one end of a
+    socketpair), as asyncio's datagram code sees it. That code tells a connected socket by a
+    truthy peer name, and this one's is "", so it sends with `sock.sendto(data, None)`, which
+    the socket module refuses (asyncio loses the datagram); here that is `send(data)`."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def sendto(self, data, *flags_and_address):
+        if flags_and_address == (None,):
+            return self._sock.send(data)
+        return self._sock.sendto(data, *flags_and_address)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
 
 
 # How the running Python's asyncio counts queued datagrams and treats empty ones.
@@ -127,7 +141,7 @@ _DATAGRAM_HEADER_SIZE = 8 if sys.version_info >= (3, 13) else 0
 _DROPS_EMPTY_DATAGRAMS = sys.version_info < (3, 13)
 
 
-class UDPTransport(transports._FlowControlMixin, asyncio.DatagramTransport):
+class UDPTransport(_private.FlowControlMixin, asyncio.DatagramTransport):
     """A UDP endpoint on a libuv handle, with asyncio's `_SelectorDatagramTransport` behaviour
     (hot methods native, see SocketTransport)."""
 
@@ -180,7 +194,7 @@ def open_datagram_transport(loop, sock, protocol, address=None, extra=None):
     parts for AF_UNIX."""
     if sock.family == socket.AF_UNIX:
         return UnixDatagramTransport(loop, sock, protocol, address, None, extra)
-    info = {"socket": trsock.TransportSocket(sock)}
+    info = {"socket": _private.TransportSocket(sock)}
     try:
         info["sockname"] = sock.getsockname()
     except OSError:
@@ -262,7 +276,7 @@ class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
         self._force_close(exc)
 
 
-class WritePipeTransport(_PipeTransport, transports._FlowControlMixin, asyncio.WriteTransport):
+class WritePipeTransport(_PipeTransport, _private.FlowControlMixin, asyncio.WriteTransport):
     """The write end of a pipe (or a FIFO, a socket, a character device) on a libuv handle, with
     asyncio's `_UnixWritePipeTransport` behaviour."""
 

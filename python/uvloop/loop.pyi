@@ -37,7 +37,11 @@ class Loop:
         context: contextvars.Context | None = ...,
     ) -> TimerHandle: ...
     def create_future(self) -> asyncio.Future[Any]: ...
-    if sys.version_info >= (3, 12):
+    if sys.version_info >= (3, 14):
+        def create_task(
+            self, coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any], **kwargs: Any
+        ) -> asyncio.Task[Any]: ...
+    elif sys.version_info >= (3, 12):
         def create_task(
             self,
             coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],

@@ -163,6 +163,8 @@ impl Loop {
         let py = slf.py();
         let this = slf.get();
         let handle = Self::schedule_soon(slf, callback, args, context, "call_soon_threadsafe")?;
+        // Before the loop can run it: the loop thread waits for the GIL this thread holds.
+        handle.get().mark_thread_safe(py);
         // The GIL serialises this with the loop thread, which only reads the queue while holding
         // it; a loop that is not in its blocking wait sees the handle before it waits again.
         if this.uv.is_waiting() {
@@ -680,7 +682,7 @@ impl Loop {
         run::create_task(slf, coro, name, context, None)
     }
 
-    #[cfg(Py_3_12)]
+    #[cfg(all(Py_3_12, not(Py_3_14)))]
     #[pyo3(signature = (coro, *, name=None, context=None, eager_start=None))]
     fn create_task(
         slf: &Bound<'_, Self>,
@@ -690,6 +692,17 @@ impl Loop {
         eager_start: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         run::create_task(slf, coro, name, context, eager_start)
+    }
+
+    /// From 3.14 on, asyncio hands every keyword argument on to the task factory or to Task.
+    #[cfg(Py_3_14)]
+    #[pyo3(signature = (coro, **kwargs))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: &Bound<'_, PyAny>,
+        kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        run::create_task_with_kwargs(slf, coro, kwargs)
     }
 
     fn set_task_factory(&self, py: Python<'_>, factory: Option<Bound<'_, PyAny>>) -> PyResult<()> {

@@ -319,7 +319,8 @@ fn queue_io(this: &Loop, py: Python<'_>, found: selector::Collected) {
     }
 }
 
-/// `loop.create_task()`: asyncio's Task or the task factory's result.
+/// `loop.create_task()` before 3.14: asyncio's Task or the task factory's result.
+#[cfg(not(Py_3_14))]
 pub fn create_task(
     slf: &Bound<'_, Loop>,
     coro: &Bound<'_, PyAny>,
@@ -379,7 +380,44 @@ pub fn create_task(
     Ok(task.unbind())
 }
 
+/// 3.14's `loop.create_task(coro, **kwargs)`: `factory(loop, coro, **kwargs)`, else
+/// `Task(coro, loop=loop, **kwargs)`.
+#[cfg(Py_3_14)]
+pub fn create_task_with_kwargs(
+    slf: &Bound<'_, Loop>,
+    coro: &Bound<'_, PyAny>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let py = slf.py();
+    let this = slf.get();
+    this.check_closed(py)?;
+    let kwargs = kwargs.filter(|kwargs| !kwargs.is_empty());
+    let factory = this
+        .task_factory
+        .borrow(py)
+        .as_ref()
+        .map(|f| f.clone_ref(py));
+    if let Some(factory) = factory {
+        return Ok(factory.bind(py).call((slf, coro), kwargs)?.unbind());
+    }
+    let task_type = python::task_type(py)?;
+    let Some(kwargs) = kwargs else {
+        let names = crate::kwnames!(py, "loop")?;
+        return Ok(python::vectorcall(task_type, &[coro, slf.as_any()], Some(names))?.unbind());
+    };
+    let loop_key = pyo3::intern!(py, "loop");
+    if kwargs.contains(loop_key)? {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "Task() got multiple values for keyword argument 'loop'",
+        ));
+    }
+    let kwargs = kwargs.copy()?;
+    kwargs.set_item(loop_key, slf)?;
+    Ok(task_type.call((coro,), Some(&kwargs))?.unbind())
+}
+
 /// The keyword arguments a task factory and Task share.
+#[cfg(not(Py_3_14))]
 fn task_kwargs<'py>(
     py: Python<'py>,
     context: Option<&Bound<'py, PyAny>>,

@@ -68,6 +68,16 @@ pub enum Chunk {
 }
 
 impl Chunk {
+    /// A copy of `data`, or MemoryError when it cannot be allocated (Rust's own allocation
+    /// failure would abort the process).
+    pub fn copy_of(data: &[u8]) -> PyResult<Chunk> {
+        let mut copy = Vec::new();
+        copy.try_reserve_exact(data.len())
+            .map_err(|_| pyo3::exceptions::PyMemoryError::new_err(()))?;
+        copy.extend_from_slice(data);
+        Ok(Chunk::Owned(copy))
+    }
+
     pub fn bytes<'a>(&'a self, py: Python<'a>) -> &'a [u8] {
         match self {
             Chunk::Shared(bytes) => bytes.as_bytes(py),

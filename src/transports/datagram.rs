@@ -85,7 +85,8 @@ impl DatagramCore {
         let bound = SetUp {
             queue: transport.getattr(pyo3::intern!(py, "_buffer"))?.unbind(),
             address: (address.is_truthy()?).then(|| address.unbind()),
-            connected: peer.is_truthy()?,
+            // An unnamed peer (a socketpair's other end) has the peer name "".
+            connected: !peer.is_none(),
             python_sendto,
         };
         drop(self.bound.replace(py, Some(bound)));

@@ -138,7 +138,7 @@ impl SockOp {
         // The rest is copied: `data` may be a mutable buffer that changes meanwhile.
         let chunk = match data.cast::<PyBytes>() {
             Ok(bytes) => Chunk::Shared(bytes.clone().unbind()),
-            Err(_) => Chunk::Owned(BufferView::get(data, false)?.as_slice().to_vec()),
+            Err(_) => Chunk::copy_of(BufferView::get(data, false)?.as_slice())?,
         };
         Self::wait(event_loop, fd, Operation::SendAll(chunk, sent), WRITABLE).map(Some)
     }

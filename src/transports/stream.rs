@@ -1788,12 +1788,16 @@ pub fn chunk_of(data: &Bound<'_, PyAny>) -> PyResult<Chunk> {
         return Ok(Chunk::Shared(bytes.clone().unbind()));
     }
     if data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>() {
-        return Ok(Chunk::Owned(
-            BufferView::get(data, false)?.as_slice().to_vec(),
-        ));
+        return Chunk::copy_of(BufferView::get(data, false)?.as_slice());
     }
+    // Worded as the running Python's asyncio words it.
+    let expected = if cfg!(Py_3_14) {
+        "a bytes, bytearray, or memoryview object"
+    } else {
+        "a bytes-like object"
+    };
     Err(PyTypeError::new_err(format!(
-        "data argument must be a bytes-like object, not {}",
+        "data argument must be {expected}, not {}",
         data.get_type().name()?.repr()?
     )))
 }

@@ -570,9 +570,10 @@ impl UdpCore {
         Self::maybe_pause_protocol(slf)
     }
 
-    /// An address that is not numbers (a host name, or a malformed one): the socket module
-    /// sends to it, resolving or refusing it, as on asyncio; behind a queue, or when the socket
-    /// is full, it is resolved now and the datagram queued.
+    /// An address the native parser did not take (a host name, a service name, a malformed
+    /// one): a host name is refused with ValueError, since resolving it would block the loop (as
+    /// uvloop refuses it); the socket module sends to the rest, or refuses it as on asyncio.
+    /// Behind a queue, or when the socket is full, the datagram is queued.
     fn sendto_by_name(
         slf: &Bound<'_, Self>,
         bytes: &Py<PyBytes>,
@@ -581,19 +582,21 @@ impl UdpCore {
         let py = slf.py();
         let this = slf.get();
         let sock = this.sock.bind(py);
+        let numeric = match python::numeric_datagram_address(py, sock, addr.as_ref()) {
+            Ok(numeric) => numeric,
+            Err(err) if err.is_instance_of::<PyValueError>(py) => return Err(err),
+            Err(err) => return Self::socket_error(slf, err),
+        };
         if this.queued(py).1 == 0 {
-            match sock.call_method1(pyo3::intern!(py, "sendto"), (bytes, &addr)) {
+            match sock.call_method1(pyo3::intern!(py, "sendto"), (bytes, &numeric)) {
                 Ok(_) => return Ok(()),
                 Err(err) if err.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py) => {}
                 Err(err) => return Self::socket_error(slf, err),
             }
         }
-        match python::resolve_datagram_address(py, sock, addr.as_ref()) {
-            Ok(numeric) => match numeric_address(this.family, &numeric) {
-                Some(target) => Self::send_to(slf, bytes.clone_ref(py), Some(&target)),
-                None => Self::socket_error(slf, PyValueError::new_err("unsupported address")),
-            },
-            Err(err) => Self::socket_error(slf, err),
+        match numeric_address(this.family, &numeric) {
+            Some(target) => Self::send_to(slf, bytes.clone_ref(py), Some(&target)),
+            None => Self::socket_error(slf, PyValueError::new_err("unsupported address")),
         }
     }
 
