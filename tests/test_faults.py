@@ -295,7 +295,10 @@ def test_memory_running_out_for_a_write_buffer(loop_kind):
     assert result.returncode == 0, result.stderr
     outcomes, done = result.stdout.splitlines()
     assert done == "done"
-    assert "MemoryError" in outcomes.split()
+    if loop_kind == "uvloop":
+        # Ours copies a mutable buffer it queues (asyncio 3.12+ queues a view of it, so that a
+        # later change of the bytearray changes what is sent): the copy is what cannot be made.
+        assert "MemoryError" in outcomes.split()
 
 
 def test_close_the_loop_with_every_kind_of_handle_open(new_loop, loop_kind, tmp_path):

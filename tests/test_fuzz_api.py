@@ -50,10 +50,18 @@ data = st.one_of(
     st.none(),
     st.integers(),
 )
+
+
+def _not_empty_buffer(item):
+    return not (isinstance(item, (bytes, bytearray, memoryview)) and len(item) == 0)
+
+
 transport_ops = st.lists(
     st.one_of(
         st.tuples(st.just("write"), data),
-        st.tuples(st.just("writelines"), st.lists(data, max_size=4)),
+        # No empty buffers in writelines: asyncio 3.12's then never finishes closing the
+        # transport (it keeps an empty memoryview queued), a flaw of its own.
+        st.tuples(st.just("writelines"), st.lists(data.filter(_not_empty_buffer), max_size=4)),
         st.tuples(st.sampled_from([
             "write_eof", "can_write_eof", "pause_reading", "resume_reading", "is_reading",
             "close", "abort", "is_closing", "get_write_buffer_size", "set_protocol",

@@ -4,7 +4,10 @@ asyncio's private names change between Python versions without notice. Here each
 at import time, so that a Python that lacks one fails `import uvloop` with a message that names
 it, instead of an AttributeError deep inside a callback. Each entry records the Pythons in which
 it was checked: "3.9-3.13" were run here (the whole test suite); 3.14 and 3.15 were checked by
-reading their `Lib/asyncio` (no such interpreter can be installed on the project's machines).
+reading sources, since no such interpreter can be installed on the project's machines: 3.14's
+`Lib/asyncio` as released in 3.14.2 to 3.14.6 (the 3.14.0 files themselves were not reachable),
+and 3.15 through a 3.15 development snapshot of `Lib/asyncio` and typeshed's stubs, which mark
+each name with the versions that have it (no 3.15.0 source was reachable).
 `PRIVATE_NAMES` lists them all (see tests/test_asyncio_private.py and the README).
 
 Where asyncio renamed a name, the entry lists the spellings to try, newest first.
@@ -41,9 +44,12 @@ def _lookup(module_name, spellings, checked, purpose, required=True):
     )
 
 
-def _methods(sources, names, checked, purpose):
-    """{name: function} from the first class of `sources` that defines each name."""
+def _methods(sources, names, checked, purpose, since=(3, 9)):
+    """{name: function} from the first class of `sources` that defines each name; nothing on a
+    Python older than `since` (the version that added them)."""
     found = {}
+    if sys.version_info < since:
+        return found
     for name in names:
         for source in sources:
             if name in vars(source):
@@ -205,8 +211,7 @@ NETWORKING_METHODS = _methods(
         # fd watchers: the public methods check that no transport owns the fd
         "add_reader", "remove_reader", "add_writer", "remove_writer",
         # sock_* and sendfile
-        "sock_recvfrom", "_sock_recvfrom", "sock_recvfrom_into", "_sock_recvfrom_into",
-        "sock_sendto", "_sock_sendto", "sock_connect", "_sock_connect",
+        "sock_connect", "_sock_connect",
         "_sock_connect_cb", "sock_accept", "_sock_accept", "_sock_read_done",
         "_sock_write_done", "sendfile", "_sendfile_fallback", "sock_sendfile",
         "_sock_sendfile_native", "_sock_sendfile_native_impl",
@@ -215,4 +220,17 @@ NETWORKING_METHODS = _methods(
     ),
     _ALL,
     "networking of uvloop.Loop that runs once per connection or call",
+)
+# The datagram sock_* methods asyncio added in 3.11.
+NETWORKING_METHODS.update(
+    _methods(
+        (UnixSelectorEventLoop, BaseSelectorEventLoop, BaseEventLoop),
+        (
+            "sock_recvfrom", "_sock_recvfrom", "sock_recvfrom_into", "_sock_recvfrom_into",
+            "sock_sendto", "_sock_sendto",
+        ),
+        "3.11-3.15",
+        "datagram sock_* methods of uvloop.Loop",
+        since=(3, 11),
+    )
 )
