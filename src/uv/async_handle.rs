@@ -35,16 +35,16 @@ mod tests {
     #[test]
     fn wakes_a_blocked_run_from_another_thread() {
         crate::uv::with_python(|py| {
-            let uv = UvLoop::new().expect("loop");
-            let wakeup = std::sync::Arc::new(Wakeup::new(&uv).expect("async"));
+            let uv = UvLoop::new().expect("loop"); // ok: cfg(test) only
+            let wakeup = std::sync::Arc::new(Wakeup::new(&uv).expect("async")); // ok: cfg(test) only
             let sender = std::sync::Arc::clone(&wakeup);
             let thread = std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 sender.send();
             });
             // Blocks (the async handle keeps the loop alive) until the other thread sends.
-            uv.run(py, RUN_ONCE).expect("run");
-            thread.join().expect("join");
+            uv.run(py, RUN_ONCE).expect("run"); // ok: cfg(test) only
+            thread.join().expect("join"); // ok: cfg(test) only
             drop(wakeup);
             uv.close(py);
         });

@@ -40,7 +40,7 @@ pub fn run_until(
         if started.elapsed() > std::time::Duration::from_secs(5) {
             return false;
         }
-        uv.run(py, event_loop::RUN_NOWAIT).expect("run");
+        uv.run(py, event_loop::RUN_NOWAIT).expect("run"); // ok: cfg(test) only
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     true

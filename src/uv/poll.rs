@@ -47,16 +47,16 @@ mod tests {
     #[test]
     fn reports_readability_once() {
         crate::uv::with_python(|py| {
-            let uv = UvLoop::new().expect("loop");
+            let uv = UvLoop::new().expect("loop"); // ok: cfg(test) only
             let mut fds = [0 as c_int; 2];
             // SAFETY: valid out-array for two descriptors.
             assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-            let poll = ReadablePoll::new(&uv, fds[0]).expect("poll");
-            uv.run(py, RUN_NOWAIT).expect("run");
+            let poll = ReadablePoll::new(&uv, fds[0]).expect("poll"); // ok: cfg(test) only
+            uv.run(py, RUN_NOWAIT).expect("run"); // ok: cfg(test) only
             assert!(!poll.take_readable());
             // SAFETY: writing one byte from a valid buffer to the pipe's write end.
             assert_eq!(unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) }, 1);
-            uv.run(py, RUN_NOWAIT).expect("run");
+            uv.run(py, RUN_NOWAIT).expect("run"); // ok: cfg(test) only
             assert!(poll.take_readable());
             assert!(!poll.take_readable());
             drop(poll);

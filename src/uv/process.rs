@@ -162,10 +162,10 @@ mod tests {
 
     fn shell(script: &str) -> SpawnOptions {
         SpawnOptions {
-            file: CString::new("/bin/sh").expect("c string"),
+            file: CString::new("/bin/sh").expect("c string"), // ok: cfg(test) only
             args: ["/bin/sh", "-c", script]
                 .iter()
-                .map(|arg| CString::new(*arg).expect("c string"))
+                .map(|arg| CString::new(*arg).expect("c string")) // ok: cfg(test) only
                 .collect(),
             env: None,
             cwd: None,
@@ -177,10 +177,10 @@ mod tests {
     #[test]
     fn spawn_exit_close() {
         with_python(|py| {
-            let uv = UvLoop::new().expect("loop");
+            let uv = UvLoop::new().expect("loop"); // ok: cfg(test) only
             let seen = Rc::new(Seen::default());
             let process =
-                Process::spawn(&uv, &shell("exit 3"), Recorder(seen.clone())).expect("spawn");
+                Process::spawn(&uv, &shell("exit 3"), Recorder(seen.clone())).expect("spawn"); // ok: cfg(test) only
             assert!(process.pid() > 0);
             // With libuv's SIGCHLD handler kept away (child_exit), exits are reaped on request.
             assert!(run_until(py, &uv, || {
@@ -198,12 +198,12 @@ mod tests {
     #[test]
     fn kill_reports_the_signal() {
         with_python(|py| {
-            let uv = UvLoop::new().expect("loop");
+            let uv = UvLoop::new().expect("loop"); // ok: cfg(test) only
             let seen = Rc::new(Seen::default());
             let process =
-                Process::spawn(&uv, &shell("sleep 30"), Recorder(seen.clone())).expect("spawn");
-            process.kill(libc::SIGKILL).expect("kill");
-            // With libuv's SIGCHLD handler kept away (child_exit), exits are reaped on request.
+                Process::spawn(&uv, &shell("sleep 30"), Recorder(seen.clone())).expect("spawn"); // ok: cfg(test) only
+            process.kill(libc::SIGKILL).expect("kill"); // ok: cfg(test) only
+                                                        // With libuv's SIGCHLD handler kept away (child_exit), exits are reaped on request.
             assert!(run_until(py, &uv, || {
                 reap_exited(&uv);
                 !seen.events.borrow().is_empty()
@@ -218,10 +218,10 @@ mod tests {
     #[test]
     fn a_missing_program_fails_and_closes() {
         with_python(|py| {
-            let uv = UvLoop::new().expect("loop");
+            let uv = UvLoop::new().expect("loop"); // ok: cfg(test) only
             let seen = Rc::new(Seen::default());
             let mut options = shell("");
-            options.file = CString::new("/nonexistent/program").expect("c string");
+            options.file = CString::new("/nonexistent/program").expect("c string"); // ok: cfg(test) only
             let failed = Process::spawn(&uv, &options, Recorder(seen.clone()));
             assert_eq!(failed.err().map(UvError::errno), Some(libc::ENOENT));
             assert!(run_until(py, &uv, || seen.dropped.get()));

@@ -119,25 +119,25 @@ mod tests {
     #[test]
     fn runs_in_the_pool_and_settles_the_future() {
         crate::uv::with_python(|py| {
-            let uv = UvLoop::new().expect("loop");
-            let futures = py.import("concurrent.futures").expect("import");
-            let future = futures.call_method0("Future").expect("future");
+            let uv = UvLoop::new().expect("loop"); // ok: cfg(test) only
+            let futures = py.import("concurrent.futures").expect("import"); // ok: cfg(test) only
+            let future = futures.call_method0("Future").expect("future"); // ok: cfg(test) only
             let func = py
                 .import("builtins")
-                .expect("builtins")
+                .expect("builtins") // ok: cfg(test) only
                 .getattr("len")
-                .expect("len");
-            let args = PyTuple::new(py, ["four"]).expect("args");
-            queue(&uv, func.unbind(), args.unbind(), future.clone().unbind()).expect("queue");
+                .expect("len"); // ok: cfg(test) only
+            let args = PyTuple::new(py, ["four"]).expect("args"); // ok: cfg(test) only
+            queue(&uv, func.unbind(), args.unbind(), future.clone().unbind()).expect("queue"); // ok: cfg(test) only
             assert!(run_until(py, &uv, || future
                 .call_method0("done")
                 .and_then(|d| d.is_truthy())
                 .unwrap_or(false)));
             let result: usize = future
                 .call_method0("result")
-                .expect("result")
+                .expect("result") // ok: cfg(test) only
                 .extract()
-                .expect("int");
+                .expect("int"); // ok: cfg(test) only
             assert_eq!(result, 4);
             uv.close(py);
             assert!(uv.closed_cleanly());
@@ -147,16 +147,16 @@ mod tests {
     #[test]
     fn closing_cancels_what_has_not_started() {
         crate::uv::with_python(|py| {
-            let uv = UvLoop::new().expect("loop");
-            let futures = py.import("concurrent.futures").expect("import");
-            let time = py.import("time").expect("time");
+            let uv = UvLoop::new().expect("loop"); // ok: cfg(test) only
+            let futures = py.import("concurrent.futures").expect("import"); // ok: cfg(test) only
+            let time = py.import("time").expect("time"); // ok: cfg(test) only
             let mut queued = Vec::new();
             // More sleeps than libuv's pool has threads (4): some cannot have started.
             for _ in 0..8 {
-                let future = futures.call_method0("Future").expect("future");
-                let args = PyTuple::new(py, [0.05]).expect("args");
-                let sleep = time.getattr("sleep").expect("sleep").unbind();
-                queue(&uv, sleep, args.unbind(), future.clone().unbind()).expect("queue");
+                let future = futures.call_method0("Future").expect("future"); // ok: cfg(test) only
+                let args = PyTuple::new(py, [0.05]).expect("args"); // ok: cfg(test) only
+                let sleep = time.getattr("sleep").expect("sleep").unbind(); // ok: cfg(test) only
+                queue(&uv, sleep, args.unbind(), future.clone().unbind()).expect("queue"); // ok: cfg(test) only
                 queued.push(future);
             }
             let started = std::time::Instant::now();
