@@ -100,7 +100,7 @@ pytest-all: libclang
 	  echo "=== $$tag: $$py"
 	  venv=$(VENVS)/$$tag
 	  [ -x $$venv/bin/python ] || $$py -m venv $$venv
-	  $$venv/bin/python -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout hypothesis
+	  $$venv/bin/python -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout hypothesis uvicorn websockets gunicorn aiohttp tornado anyio httpx
 	  rm -rf target/wheels/$$tag
 	  CARGO_TARGET_DIR=target/$$tag $$venv/bin/maturin build --release -q -i $$venv/bin/python -o target/wheels/$$tag
 	  $$venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/$$tag/*.whl

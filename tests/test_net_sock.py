@@ -737,6 +737,37 @@ def test_loop_sendfile_on_transport(loop, data_file):
     run(loop, main())
 
 
+def test_loop_sendfile_on_accepted_transport_in_debug_mode(loop, data_file):
+    """In debug mode asyncio's sendfile refuses a blocking socket: the socket of a transport a
+    server accepted is non-blocking (timeout 0.0), so sendfile works on it."""
+    f, data = data_file
+    loop.set_debug(True)
+
+    async def main():
+        accepted = loop.create_future()
+
+        class Accepted(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set_result(transport)
+
+        server = await loop.create_server(Accepted, "127.0.0.1", 0)
+        peer = socket.create_connection(server.sockets[0].getsockname())
+        peer.setblocking(False)
+        tr = await accepted
+        try:
+            assert tr.get_extra_info("socket").gettimeout() == 0.0
+            received = loop.create_task(recv_exactly(loop, peer, len(data)))
+            assert await loop.sendfile(tr, f) == len(data)
+            assert await received == data
+        finally:
+            tr.close()
+            peer.close()
+            server.close()
+            await server.wait_closed()
+
+    run(loop, main())
+
+
 def test_loop_sendfile_offset_count_no_fallback(loop, data_file):
     """offset/count apply to loop.sendfile; a socket transport needs no fallback."""
     f, data = data_file

@@ -91,8 +91,12 @@ def report_accept_error(loop, sock, exc):
 
 
 def socket_for_fd(fd):
-    """A socket object owning `fd` (a duplicate of an accepted connection's descriptor)."""
-    return socket.socket(fileno=fd)
+    """A socket object owning `fd` (a duplicate of an accepted connection's descriptor), in
+    non-blocking mode as asyncio's transports' sockets are (debug-mode `sock_*` and `sendfile`
+    refuse a socket whose timeout is not 0)."""
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    return sock
 
 
 def numeric_datagram_address(sock, addr):
