@@ -1,10 +1,13 @@
-# The two commands of this project (see README.md):
-#   make bench   the main job: builds the loop and runs the side-by-side benchmarks
-#                (event-loop micro-benchmarks, echo servers, HTTP servers; about 30 minutes)
-#   make test    every test: cargo test, builds for CPython 3.14/3.15 (free-threaded too), then
-#                pytest on each CPython 3.9-3.13 found
+# The main commands of this project (see README.md):
+#   make bench       the main job: builds the loop and runs a quick, representative set of the
+#                    side-by-side benchmarks (headline micro-benchmarks, 1 KiB and 100 KiB echo,
+#                    HTTP keep-alive and a new connection per request; about 7 minutes), writing
+#                    bench/results/<date>.md and a chart per benchmark family (see bench/README.md)
+#   make bench-full  the same for the whole suite (micro, echo, HTTP, memory; 35-40 minutes)
+#   make test        every test: cargo test, builds for CPython 3.14/3.15 (free-threaded too), then
+#                    pytest on each CPython 3.9-3.13 found
 #
-# Both set up what they need: libclang (for libuv-sys2's bindgen), per-Python virtualenvs
+# They set up what they need: libclang (for libuv-sys2's bindgen), per-Python virtualenvs
 # with maturin and pytest, and a release build of the extension for each Python.
 
 SHELL := /bin/bash
@@ -17,15 +20,16 @@ PYTHONS ?= $(or $(wildcard $(foreach v,9 10 11 12 13,$(HOME)/.pyenv/versions/3.$
 MAIN_PYTHON ?= $(or $(wildcard $(HOME)/.pyenv/versions/3.11.*/bin/python3.11),$(lastword $(PYTHONS)))
 VENVS := .venvs
 
-.PHONY: test bench soak fuzz memcheck cargo-test portability-check future-python-builds pytest-all libclang
+.PHONY: test bench bench-full soak fuzz memcheck cargo-test portability-check future-python-builds pytest-all libclang
 
 test: cargo-test portability-check future-python-builds pytest-all
 
+# Both run bench/bench.py: the harnesses in sequence (the first builds ours), then bench/report.py.
 bench: libclang
-	@$(MAIN_PYTHON) bench/run.py
-	$(MAIN_PYTHON) bench/echo/run.py --no-build
-	$(MAIN_PYTHON) bench/echo/run.py --no-build --sizes 102400 --warm-heap
-	$(MAIN_PYTHON) bench/http/run.py --no-build
+	@$(MAIN_PYTHON) bench/bench.py --preset quick
+
+bench-full: libclang
+	@$(MAIN_PYTHON) bench/bench.py --preset full
 
 # Not part of `make test`: a server on our loop under steady load for SOAK_MINUTES (loopback),
 # failing if memory, descriptors, libuv handles or Python objects grow (see soak/soak.py).

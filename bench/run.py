@@ -51,6 +51,34 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def fmt_duration(seconds):
+    """47s, 3m05s, 1h02m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """The progress lines every harness prints on stderr, one per run:
+    "[micro 12/96] round 2/3 call_soon_batch on rloop-0.5: 346 ns · ~1m05s left"."""
+
+    def __init__(self, family, total, rounds):
+        self.family, self.total, self.rounds = family, total, rounds
+        self.done = 0
+        self.started = time.monotonic()
+
+    def line(self, rnd, what, shown):
+        """Logs one finished run (`rnd` counts from 0); the time left is extrapolated from the runs so far."""
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        left = elapsed / self.done * (self.total - self.done)
+        eta = f" · ~{fmt_duration(left)} left" if self.done < self.total else ""
+        log(f"[{self.family} {self.done}/{self.total}] round {rnd + 1}/{self.rounds} {what}: {shown}{eta}")
+
+
 def run_cmd(cmd, **kw):
     """Run a set-up command with its output on stderr; raise with the command on failure."""
     log("$ " + shlex.join(cmd))
@@ -502,11 +530,15 @@ def main(argv=None):
     # measuring: rounds x cases x loops (rotated), one fresh process each
     samples, errors, raw = {}, {}, []
     t_start = time.monotonic()
+    total = args.rounds * len(cases) * len(loops)
+    log(f"[micro] {len(cases)} cases x {len(loops)} loops x {args.rounds} rounds: {total} runs")
+    progress = Progress("micro", total, args.rounds)
     for rnd in range(args.rounds):
         for ci, case in enumerate(cases):
             for kind in rotated(loops, rnd + ci):
                 if kind in unavailable:
                     errors.setdefault((case, kind), []).append(f"loop unavailable: {unavailable[kind]}")
+                    progress.line(rnd, f"{case} on {kind}", "skipped (loop unavailable)")
                     continue
                 sec, error, result = run_one(vpys[kind], kind, case, args)
                 raw.append({"round": rnd, "case": case, "loop": kind, "sec_per_op": sec,
@@ -517,7 +549,7 @@ def main(argv=None):
                 else:
                     errors.setdefault((case, kind), []).append(error)
                     shown = "FAILED: " + error
-                log(f"[round {rnd + 1}/{args.rounds}] {case:21} {kind:12} {shown}")
+                progress.line(rnd, f"{case} on {kind}", shown)
     log(f"[done] measured in {time.monotonic() - t_start:.0f}s")
 
     report = render(args, cases, loops, infos, samples, errors, command, started, revs)

@@ -265,7 +265,7 @@ def measure_quietly(args, kind, mode, size, vpys):
         if (best["others_pct"] or 0) <= NOISY_PCT:
             break
         if attempt < args.retries:
-            log(f"    other processes took {result['others_pct']:.0f}% of a pinned CPU, running again")
+            log(f"[echo] other processes took {result['others_pct']:.0f}% of a pinned CPU, running again")
     return best, None
 
 
@@ -510,12 +510,10 @@ def parse_args(argv):
 def run_all(args, sizes, modes, loops, vpys, unavailable):
     """Every round's runs; returns (samples, errors, raw records), keyed by (size, mode, loop)."""
     samples, errors, raw = {}, {}, []
-    total = args.rounds * len(schedule(0, sizes, modes, loops))
-    done = 0
+    progress = micro.Progress("echo", args.rounds * len(schedule(0, sizes, modes, loops)), args.rounds)
     for rnd in range(args.rounds):
         for key in schedule(rnd, sizes, modes, loops):
             size, mode, kind = key
-            done += 1
             if kind in unavailable:
                 result, error = None, f"loop unavailable: {unavailable[kind]}"
             else:
@@ -528,7 +526,8 @@ def run_all(args, sizes, modes, loops, vpys, unavailable):
             else:
                 errors.setdefault(key, []).append(error)
                 shown = "FAILED: " + error
-            log(f"[{done}/{total}] round {rnd + 1} {fmt_size(size):>7} {mode:8} {kind:12} {shown}")
+            what = f"{fmt_size(size)} {mode} on {kind}" if kind != NATIVE else f"{fmt_size(size)} on native"
+            progress.line(rnd, what, shown)
     return samples, errors, raw
 
 

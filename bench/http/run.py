@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import datetime
 import importlib.util
+import json
 import os
 import platform
 import re
@@ -592,6 +593,7 @@ def parse_args(argv):
                    help="interpreter for every venv (default: the one running this script)")
     p.add_argument("--venvs", default=micro.DEFAULT_VENVS, help="where the virtualenvs live (default bench/.venvs)")
     p.add_argument("--output", help="also write the markdown report to this file")
+    p.add_argument("--json", help="also write every raw result and error to this JSON file")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (3 if args.quick else 10)
@@ -606,17 +608,17 @@ def parse_args(argv):
 
 
 def run_all(args, cases, loops, vpys, unavailable):
-    """Every round's runs; returns (samples, errors), keyed by (case, loop)."""
-    samples, errors = {}, {}
-    total, done = args.rounds * len(cases) * len(loops), 0
+    """Every round's runs; returns (samples, errors), keyed by (case, loop), and the raw records."""
+    samples, errors, raw = {}, {}, []
+    progress = micro.Progress("http", args.rounds * len(cases) * len(loops), args.rounds)
     for rnd in range(args.rounds):
         for ci, case in enumerate(cases):
             for kind in micro.rotated(loops, rnd + ci):
-                done += 1
                 if kind in unavailable:
                     result, error = None, f"loop unavailable: {unavailable[kind]}"
                 else:
                     result, error = measure(args, case, kind, vpys[kind])
+                raw.append({"round": rnd, "case": case, "loop": kind, "result": result, "error": error})
                 if error is None:
                     samples.setdefault((case, kind), []).append(result)
                     shown = (f"{fmt_rps(result['rps'])} req/s, {fmt_us(result['server_us_per_req'])} µs/req, "
@@ -626,8 +628,8 @@ def run_all(args, cases, loops, vpys, unavailable):
                 else:
                     errors.setdefault((case, kind), []).append(error)
                     shown = "FAILED: " + error
-                log(f"[{done}/{total}] round {rnd + 1} {case:19} {kind:12} {shown}")
-    return samples, errors
+                progress.line(rnd, f"{case} on {kind}", shown)
+    return samples, errors, raw
 
 
 def main(argv=None):
@@ -645,7 +647,7 @@ def main(argv=None):
     log(f"[http] {runs} runs, about {runs * (args.warmup + args.duration + RUN_OVERHEAD) / 60:.1f} min")
 
     t0 = time.monotonic()
-    samples, errors = run_all(args, cases, loops, vpys, unavailable)
+    samples, errors, raw = run_all(args, cases, loops, vpys, unavailable)
     log(f"[done] measured in {time.monotonic() - t0:.0f}s")
 
     report = render(args, cases, loops, infos, samples, errors, revs)
@@ -654,6 +656,10 @@ def main(argv=None):
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(report)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"command": args.command, "date": args.started.isoformat(), "infos": infos, "runs": raw},
+                      f, indent=1)
 
 
 if __name__ == "__main__":

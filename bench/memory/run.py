@@ -499,10 +499,9 @@ def main(argv=None):
     vpys, infos, unavailable, revs = setup_loops(args, loops)
     samples, errors, raw = {}, {}, []
     t0 = time.monotonic()
-    total, done = args.rounds * len(loops), 0
+    progress = micro.Progress("memory", args.rounds * len(loops), args.rounds)
     for rnd in range(args.rounds):
         for kind in micro.rotated(loops, rnd):
-            done += 1
             if kind in unavailable:
                 result, error = None, f"loop unavailable: {unavailable[kind]}"
             else:
@@ -520,7 +519,7 @@ def main(argv=None):
             else:
                 errors.setdefault(kind, []).append(error)
                 shown = "FAILED: " + error
-            log(f"[{done}/{total}] round {rnd + 1} {kind:12} {shown}")
+            progress.line(rnd, f"{args.conns} connections on {kind}", shown)
     log(f"[done] measured in {time.monotonic() - t0:.0f}s")
 
     report = render(args, loops, infos, samples, errors, revs)
