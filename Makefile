@@ -20,9 +20,9 @@ PYTHONS ?= $(or $(wildcard $(foreach v,9 10 11 12 13,$(HOME)/.pyenv/versions/3.$
 MAIN_PYTHON ?= $(or $(wildcard $(HOME)/.pyenv/versions/3.11.*/bin/python3.11),$(lastword $(PYTHONS)))
 VENVS := .venvs
 
-.PHONY: test bench bench-full soak fuzz memcheck cargo-test portability-check future-python-builds pytest-all libclang
+.PHONY: test packaging-check bench bench-full soak fuzz memcheck cargo-test portability-check future-python-builds pytest-all libclang
 
-test: cargo-test portability-check future-python-builds pytest-all
+test: cargo-test portability-check future-python-builds pytest-all packaging-check
 
 # Both run bench/bench.py: the harnesses in sequence (the first builds ours), then bench/report.py.
 bench: libclang
@@ -104,10 +104,28 @@ pytest-all: libclang
 	  echo "=== $$tag: $$py"
 	  venv=$(VENVS)/$$tag
 	  [ -x $$venv/bin/python ] || $$py -m venv $$venv
-	  $$venv/bin/python -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout hypothesis uvicorn websockets gunicorn aiohttp tornado anyio httpx
+	  $$venv/bin/python -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout hypothesis mypy uvicorn websockets gunicorn aiohttp tornado anyio httpx
 	  rm -rf target/wheels/$$tag
 	  CARGO_TARGET_DIR=target/$$tag $$venv/bin/maturin build --release -q -i $$venv/bin/python -o target/wheels/$$tag
 	  $$venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/$$tag/*.whl
 	  $$venv/bin/python -m pytest -q -p no:cacheprovider || failed="$$failed $$tag"
 	done
 	if [ -n "$$failed" ]; then echo "pytest failed on:$$failed"; exit 1; fi
+
+# The package as a user gets it (after pytest-all, which made MAIN_PYTHON's virtualenv and wheel):
+# the sdist installed with pip alone into a fresh virtualenv and run from outside the checkout
+# (tests/packaging/smoke.py), and that wheel checked by auditwheel as a manylinux wheel.
+packaging-check: libclang
+	@tag=$$($(MAIN_PYTHON) -c 'import sys; print("py%d.%d" % sys.version_info[:2])')
+	echo "=== packaging: sdist into a fresh virtualenv, auditwheel on the $$tag wheel"
+	rm -rf target/sdist-check $(VENVS)/sdist-check
+	$(VENVS)/$$tag/bin/maturin sdist -o target/sdist-check 2>&1 | tail -1
+	$(MAIN_PYTHON) -m venv $(VENVS)/sdist-check
+	$(VENVS)/sdist-check/bin/python -m pip install -q --disable-pip-version-check target/sdist-check/uvloop-*.tar.gz
+	smoke=$(CURDIR)/tests/packaging/smoke.py
+	(cd "$$(mktemp -d)" && $(CURDIR)/$(VENVS)/sdist-check/bin/python -I $$smoke)
+	$(VENVS)/$$tag/bin/python -m pip install -q --disable-pip-version-check auditwheel
+	for wheel in target/wheels/$$tag/*.whl; do
+	  $(VENVS)/$$tag/bin/auditwheel show $$wheel | tee target/auditwheel.txt
+	  tr -s ' \n' ' ' < target/auditwheel.txt | grep -q 'is consistent with the following platform tag: "manylinux_'
+	done

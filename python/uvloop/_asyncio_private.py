@@ -21,7 +21,7 @@ RUN_HERE = "3.9-3.13"
 READ_IN_SOURCES = "3.14, 3.15"
 
 # (dotted name found, Pythons it was checked in, what it is used for), in lookup order.
-PRIVATE_NAMES = []
+PRIVATE_NAMES: list[tuple[str, str, str]] = []
 
 
 class MissingAsyncioName(ImportError):

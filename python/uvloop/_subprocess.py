@@ -15,7 +15,7 @@ without pidfds, a thread waiting for the pid). Descriptors Popen's `close_fds` w
 made close-on-exec for the moment of the spawn.
 """
 
-import _signal
+import _signal  # type: ignore[import-not-found]  # CPython's C module; typeshed has no stub
 import errno
 import os
 import signal

@@ -95,12 +95,12 @@ _native.install_transport_class(SocketTransport, "socket")
 
 
 # asyncio's datagram transport is an asyncio.DatagramTransport only from 3.12 on.
-_DATAGRAM_BASES = (_private.SelectorDatagramTransport,)
+_DATAGRAM_BASES: tuple[type, ...] = (_private.SelectorDatagramTransport,)
 if not issubclass(_DATAGRAM_BASES[0], asyncio.DatagramTransport):
     _DATAGRAM_BASES += (asyncio.DatagramTransport,)
 
 
-class UnixDatagramTransport(*_DATAGRAM_BASES):
+class UnixDatagramTransport(*_DATAGRAM_BASES):  # type: ignore[misc]  # bases picked at import
     """An AF_UNIX datagram endpoint (which libuv cannot carry: see `uvloop.loop.DatagramCore`):
     asyncio's selector datagram transport, on every Python an instance of
     asyncio.DatagramTransport as documented, with its reader and connected sends native."""

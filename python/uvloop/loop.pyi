@@ -5,22 +5,44 @@ import contextvars
 import sys
 from typing import Any, Callable, Coroutine, Generator
 
+from typing_extensions import disjoint_base, final
+
+__all__ = [
+    "Loop",
+    "Handle",
+    "TimerHandle",
+    "StreamCore",
+    "ServerClients",
+    "ServerListener",
+    "open_socket_transport",
+    "install_transport_class",
+    "open_pipe_transport",
+    "open_udp_transport",
+    "UdpCore",
+    "ChildProcess",
+    "SockOp",
+    "DatagramCore",
+]
+
+@disjoint_base
 class Handle:
     def cancel(self) -> None: ...
     def cancelled(self) -> bool: ...
     def get_context(self) -> contextvars.Context: ...
 
+@final
 class TimerHandle(Handle):
     def when(self) -> float: ...
 
+@disjoint_base
 class Loop:
     slow_callback_duration: float
     def time(self) -> float: ...
     def call_soon(
-        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = ...
+        self, callback: Callable[..., object], /, *args: Any, context: contextvars.Context | None = ...
     ) -> Handle: ...
     def call_soon_threadsafe(
-        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = ...
+        self, callback: Callable[..., object], /, *args: Any, context: contextvars.Context | None = ...
     ) -> Handle: ...
     def call_later(
         self,
@@ -76,3 +98,17 @@ class Loop:
     def _add_writer(self, fd: Any, callback: Callable[..., object], *args: Any) -> Handle: ...
     def _remove_writer(self, fd: Any) -> bool: ...
     def _watched_events(self, fd: int) -> int: ...
+
+# The plumbing between this module and the package's Python modules (transport cores, server
+# listeners, child processes, the transport classes it makes): not API, so typed loosely.
+ChildProcess: Any
+DatagramCore: Any
+ServerClients: Any
+ServerListener: Any
+SockOp: Any
+StreamCore: Any
+UdpCore: Any
+install_transport_class: Any
+open_pipe_transport: Any
+open_socket_transport: Any
+open_udp_transport: Any
