@@ -22,7 +22,6 @@ when stderr is a terminal, and printed when a step fails.
 import argparse
 import contextlib
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -42,15 +41,8 @@ REPORT = os.path.join(BENCH_DIR, "report.py")
 MATPLOTLIB_REQ = "matplotlib==3.11.2"  # in bench/.venvs/report, for bench/report.py's charts
 
 
-def load_micro():
-    """bench/run.py as a module (its venv helpers and the progress format)."""
-    spec = importlib.util.spec_from_file_location("bench_micro", os.path.join(BENCH_DIR, "run.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import run as micro  # noqa: E402  (bench/run.py, beside this file: venv helpers, progress format)
 
-
-micro = load_micro()
 fmt_duration = micro.fmt_duration
 
 # --------------------------------------------------------------------------------------------------
@@ -205,7 +197,7 @@ def environment(python, identity):
     rc, rev, _ = micro.capture(["git", "-C", ROOT, "rev-parse", "HEAD"])
     return {
         "python": f"{identity.split()[0]} {identity.split()[1]}",
-        "python_path": python,
+        "python_path": micro.shown_path(python),
         "cpu": micro.cpu_model(),
         "cpus": os.cpu_count(),
         "os": f"{platform.system()} {platform.release()}",

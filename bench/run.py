@@ -345,6 +345,12 @@ def fmt_time(sec):
     return f"{us:.0f} µs"
 
 
+def shown_path(path):
+    """`path` as a report shows it: under the home directory as ~/..., not this machine's home."""
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if path.startswith(home + os.sep) else path
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -372,7 +378,7 @@ def render(args, cases, loops, infos, samples, errors, command, started, revs):
     w("")
     w(f"- Command (from the repository root): `{command}`")
     w(f"- Date: {started.strftime('%Y-%m-%d %H:%M UTC')}")
-    w(f"- Python: {platform.python_implementation()} {args.python_version} (`{args.python}`)")
+    w(f"- Python: {platform.python_implementation()} {args.python_version} (`{shown_path(args.python)}`)")
     w(f"- CPU: {cpu_model()}, {os.cpu_count()} logical CPUs, no pinning; "
       f"{platform.system()} {platform.release()}")
     w(f"- Loops: " + "; ".join(loop_label(k, infos.get(k)) for k in loops)

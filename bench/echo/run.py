@@ -420,7 +420,7 @@ def render(args, sizes, modes, loops, infos, samples, errors, revs):
         "",
         f"- Command (from the repository root): `{args.command}`",
         f"- Date: {args.started.strftime('%Y-%m-%d %H:%M UTC')}; load average at start: {args.loadavg}",
-        f"- Python: {platform.python_implementation()} {args.python_version} (`{args.python}`)",
+        f"- Python: {platform.python_implementation()} {args.python_version} (`{micro.shown_path(args.python)}`)",
         f"- CPU: {micro.cpu_model()}, {os.cpu_count()} logical CPUs, {pin}; "
         f"{platform.system()} {platform.release()}",
         "- Loops: " + "; ".join(labels) + micro.built_from(revs, loops),

@@ -530,7 +530,7 @@ def render(args, cases, loops, infos, samples, errors, revs):
         "",
         f"- Command (from the repository root): `{args.command}`",
         f"- Date: {args.started.strftime('%Y-%m-%d %H:%M UTC')}; load average at start: {args.loadavg}",
-        f"- Python: {platform.python_implementation()} {args.python_version} (`{args.python}`)",
+        f"- Python: {platform.python_implementation()} {args.python_version} (`{micro.shown_path(args.python)}`)",
         f"- CPU: {micro.cpu_model()}, {os.cpu_count()} logical CPUs, server pinned to CPU {args.server_cpu}, "
         f"wrk to CPU {args.client_cpu} (taskset); {platform.system()} {platform.release()}",
         f"- Client: {args.wrk_version}: `wrk -t1 -c{args.conns} -d{args.duration}s --latency`, "

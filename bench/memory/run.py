@@ -423,7 +423,7 @@ def render(args, loops, infos, samples, errors, revs):
         "",
         f"- Command (from the repository root): `{args.command}`",
         f"- Date: {args.started.strftime('%Y-%m-%d %H:%M UTC')}; load average at start: {args.loadavg}",
-        f"- Python: {platform.python_implementation()} {args.python_version} (`{args.python}`)",
+        f"- Python: {platform.python_implementation()} {args.python_version} (`{micro.shown_path(args.python)}`)",
         f"- CPU: {micro.cpu_model()}, {os.cpu_count()} logical CPUs; {platform.system()} {platform.release()}; "
         f"fd limit (soft, raised to the hard limit in client and server): {args.fd_limit}",
         "- Loops: " + "; ".join(micro.loop_label(k, infos.get(k)) for k in loops) + micro.built_from(revs, loops),
