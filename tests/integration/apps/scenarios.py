@@ -451,6 +451,16 @@ def aiohttp_app():
     return app
 
 
+async def start_aiohttp_app():
+    """(runner, port): `aiohttp_app()` served on 127.0.0.1, a free port."""
+    from aiohttp import web
+
+    runner = web.AppRunner(aiohttp_app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
+
+
 STREAM_BODY = b"".join(bytes([i]) * 16384 for i in range(64))
 
 
@@ -502,15 +512,10 @@ async def aiohttp_client_workload(base, tag):
 def aiohttp_client_server():
     """`uvloop.run(main())`: an aiohttp server (AppRunner, streaming response, websocket) and an
     aiohttp ClientSession against it."""
-    from aiohttp import web
 
     async def main():
         here("aiohttp main")
-        runner = web.AppRunner(aiohttp_app())
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
+        runner, port = await start_aiohttp_app()
         try:
             CHECKS["client"] = await aiohttp_client_workload(
                 f"http://127.0.0.1:{port}", "aiohttp client"
@@ -836,14 +841,9 @@ def httpx_plain_asyncio_server():
 @scenario
 def httpx_aiohttp_server():
     """`uvloop.run(main())`: httpx.AsyncClient against an aiohttp server."""
-    from aiohttp import web
 
     async def main():
-        runner = web.AppRunner(aiohttp_app())
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
+        runner, port = await start_aiohttp_app()
         try:
             CHECKS["result"] = await httpx_workload(f"http://127.0.0.1:{port}", "httpx aiohttp")
         finally:
