@@ -72,7 +72,8 @@ def preset_steps(preset):
                   "--rounds", "3", "--warmup", "0.5", "--duration", "2", "--retries", "0"],
                  "echo servers: 1 KiB and 100 KiB messages, protocol and streams modes, 3 rounds of 2 s"),
             Step("http", "http", "bench/http/run.py",
-                 ["--cases", "httptools,httptools-close", "--rounds", "3", "--warmup", "1", "--duration", "3"],
+                 ["--cases", "httptools,httptools-close", "--loops", PEER_LOOPS,
+                  "--rounds", "3", "--warmup", "1", "--duration", "3"],
                  "HTTP under wrk: keep-alive (httptools) and a new connection per request "
                  "(httptools-close), 3 rounds of 3 s"),
         ]
@@ -218,7 +219,7 @@ def step_command(step, python, args, raw_json):
             i = cmd.index("--loops")
             del cmd[i:i + 2]
         loops = args.loops.split(",")
-        if step.family != "echo":  # only the echo harness has the native server
+        if step.family not in ("echo", "http"):  # the harnesses with a native server
             loops = [k for k in loops if k != "native"]
         cmd += ["--loops", ",".join(loops)]
     if args.before_commit:
@@ -266,7 +267,7 @@ def parse_args(argv):
                    help="interpreter for the harnesses and every venv (default: the one running this script)")
     p.add_argument("--no-build", action="store_true", help="keep the installed build of ours")
     p.add_argument("--loops", help="passed to every harness (default: each harness's own; the quick echo "
-                                   "step leaves out `native`)")
+                                   "and HTTP steps leave out `native`)")
     p.add_argument("--before-commit", metavar="COMMIT", help="passed to every harness (adds `before`)")
     p.add_argument("--results", default=RESULTS_DIR, help="where the report and charts go (default bench/results)")
     p.add_argument("--dry-run", action="store_true", help="print the steps' commands and stop")

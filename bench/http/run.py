@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""HTTP benchmark: asyncio, uvloop 0.23, rloop 0.5 and ours (and before) behind two small HTTP servers, under wrk.
+"""HTTP benchmark: asyncio, uvloop 0.23, rloop 0.5 and ours (and before) behind two small HTTP servers, under wrk,
+plus a native one.
 
     python bench/http/run.py                  # default: 3 rounds, about 11 minutes, builds ours first
     python bench/http/run.py --quick          # smoke test: 1 round, 1 s warm-up, 3 s measured
@@ -11,8 +12,10 @@ requests per write (one wrk thread cannot keep the plain case's server busy on t
 its req/s mostly measure wrk); `httptools-close`, the same server with wrk sending
 `Connection: close` on every request, so that every request is a new TCP connection (accept, one
 request, close); and `uvicorn`, a minimal ASGI app served by uvicorn with its
-httptools protocol (app_uvicorn.py). For every round, case and loop, a fresh server runs in the loop's
-virtualenv pinned to one CPU (taskset), and `wrk -t1 -c<conns> --latency` pinned to another CPU
+httptools protocol (app_uvicorn.py). The `native` column is `http-native` (bench/loadgen: Rust,
+mio, one thread, the same responses), the reference point of the httptools cases: what the
+server's CPU per request is when no Python runs. For every round, case and loop, a fresh server
+runs in the loop's virtualenv (or http-native) pinned to one CPU (taskset), and `wrk -t1 -c<conns> --latency` pinned to another CPU
 loads it: a warm-up run, then the measured run. The server's CPU time (utime + stime from
 /proc/PID/stat) is read right before and after the measured run. Each cell reports wrk's requests/s
 and the server's CPU µs per request, medians over the rounds; the loop order rotates per round and
@@ -57,6 +60,10 @@ request = function() return pipelined end
 """
 BENCH_DIR = os.path.dirname(HTTP_DIR)
 ROOT = os.path.dirname(BENCH_DIR)
+LOADGEN_DIR = os.path.join(BENCH_DIR, "loadgen")
+HTTP_NATIVE = os.path.join(LOADGEN_DIR, "target", "release", "http-native")
+NATIVE = "native"
+NATIVE_CASES = ("httptools", "httptools-pipelined", "httptools-close")  # uvicorn needs Python
 
 # case -> (server script, requests wrk sends per write: 1 is plain keep-alive, more is pipelining,
 #          extra request headers wrk sends with -H)
@@ -85,6 +92,8 @@ def load_micro():
 
 micro = load_micro()
 log = micro.log
+LOOPS = (*micro.LOOPS, NATIVE)
+DEFAULT_LOOPS = (*micro.DEFAULT_LOOPS, NATIVE)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,6 +135,10 @@ def setup_loops(args, loops):
     """
     vpys, infos, unavailable, revs = {}, {}, {}, {}
     for kind in loops:
+        if kind == NATIVE:
+            micro.run_cmd(["cargo", "build", "--release", "--quiet", "--manifest-path",
+                           os.path.join(LOADGEN_DIR, "Cargo.toml")])
+            continue
         vpy = micro.ensure_venv(args.venvs, kind, args.python, args.identity)
         rev = micro.setup_loop(vpy, args.venvs, kind, args)
         if rev:
@@ -364,8 +377,11 @@ def died(proc, summary):
 def measure(args, case, kind, vpy):
     """A fresh server, a warm-up wrk run, then the measured one; returns (result, None) or (None, error)."""
     script, depth, headers = CASES[case]
-    cmd = ["taskset", "-c", str(args.server_cpu), vpy, "-I", os.path.join(HTTP_DIR, script),
-           "--loop", kind, "--port", "0"]
+    if kind == NATIVE:
+        cmd = ["taskset", "-c", str(args.server_cpu), HTTP_NATIVE, "--addr", "127.0.0.1:0"]
+    else:
+        cmd = ["taskset", "-c", str(args.server_cpu), vpy, "-I", os.path.join(HTTP_DIR, script),
+               "--loop", kind, "--port", "0"]
     try:
         with server_process(cmd) as (proc, port, summary):
             try:
@@ -446,6 +462,8 @@ class Notes:
 
 def main_cell(case, kind, args, samples, errors, notes):
     """A main-table cell: "req/s · µs/req" plus footnote marks, or n/a with the reason in a footnote."""
+    if kind == NATIVE and case not in NATIVE_CASES:
+        return "—", None
     got, errs = samples.get((case, kind), []), errors.get((case, kind), [])
     if not got:
         reason = errs[0] if errs else "not run"
@@ -523,7 +541,8 @@ def render(args, cases, loops, infos, samples, errors, revs):
             cells.append(text)
         main_rows.append([case, *cells, *(ratio_cells(med) if with_ratio else []),
                           *(before_cells(med) if with_before else [])])
-        latency_rows.append([case, *(detail_cell(med[k]) for k in loops)])
+        latency_rows.append([case, *("—" if k == NATIVE and case not in NATIVE_CASES else detail_cell(med[k])
+                                     for k in loops)])
     packages = ", ".join(f"{d} {v}" for d, v in PACKAGES.items())
     out = [
         "## HTTP benchmark",
@@ -535,7 +554,9 @@ def render(args, cases, loops, infos, samples, errors, revs):
         f"wrk to CPU {args.client_cpu} (taskset); {platform.system()} {platform.release()}",
         f"- Client: {args.wrk_version}: `wrk -t1 -c{args.conns} -d{args.duration}s --latency`, "
         f"after a {args.warmup} s warm-up run on the same server",
-        "- Loops: " + "; ".join(micro.loop_label(k, infos.get(k)) for k in loops)
+        "- Loops: " + "; ".join("native: `http-native` (bench/loadgen, Rust, mio, one thread; the "
+                                "httptools cases only)" if k == NATIVE else micro.loop_label(k, infos.get(k))
+                                for k in loops)
         + micro.built_from(revs, loops),
         f"- Servers (bench/http/): `httptools`: asyncio.Protocol + httptools parser, fixed "
         f"response with a 13-byte body, keep-alive; `httptools-pipelined`: the same server, wrk sending "
@@ -585,7 +606,7 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, help="warm-up seconds per run, 0 for none (default 2; 1 with --quick)")
     p.add_argument("--conns", type=int, default=50, help="wrk connections (default 50)")
     p.add_argument("--cases", default=",".join(CASES), help=f"subset of {','.join(CASES)}")
-    micro.add_loop_options(p)
+    micro.add_loop_options(p, LOOPS, DEFAULT_LOOPS)
     p.add_argument("--server-cpu", type=int, default=0, help="CPU the server is pinned to (default 0)")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU wrk is pinned to (default 1)")
     p.add_argument("--no-build", action="store_true", help="do not rebuild and reinstall ours")
@@ -604,20 +625,23 @@ def parse_args(argv):
     if args.server_cpu not in usable or args.client_cpu not in usable or args.server_cpu == args.client_cpu:
         p.error(f"--server-cpu and --client-cpu must be two different CPUs of {sorted(usable)}")
     args.venvs = os.path.abspath(args.venvs)
-    return args, parse_list(p, args.cases, list(CASES)), parse_list(p, micro.loops_option(args), micro.LOOPS)
+    return args, parse_list(p, args.cases, list(CASES)), parse_list(p, micro.loops_option(args, DEFAULT_LOOPS), LOOPS)
 
 
 def run_all(args, cases, loops, vpys, unavailable):
     """Every round's runs; returns (samples, errors), keyed by (case, loop), and the raw records."""
     samples, errors, raw = {}, {}, []
-    progress = micro.Progress("http", args.rounds * len(cases) * len(loops), args.rounds)
+    runs = [(case, kind) for case in cases for kind in loops if kind != NATIVE or case in NATIVE_CASES]
+    progress = micro.Progress("http", args.rounds * len(runs), args.rounds)
     for rnd in range(args.rounds):
         for ci, case in enumerate(cases):
             for kind in micro.rotated(loops, rnd + ci):
+                if (case, kind) not in runs:
+                    continue
                 if kind in unavailable:
                     result, error = None, f"loop unavailable: {unavailable[kind]}"
                 else:
-                    result, error = measure(args, case, kind, vpys[kind])
+                    result, error = measure(args, case, kind, vpys.get(kind))
                 raw.append({"round": rnd, "case": case, "loop": kind, "result": result, "error": error})
                 if error is None:
                     samples.setdefault((case, kind), []).append(result)
@@ -643,7 +667,7 @@ def main(argv=None):
 
     args.wrk_version = ensure_wrk()
     vpys, infos, unavailable, revs = setup_loops(args, loops)
-    runs = args.rounds * len(cases) * len(loops)
+    runs = args.rounds * sum(1 for c in cases for k in loops if k != NATIVE or c in NATIVE_CASES)
     log(f"[http] {runs} runs, about {runs * (args.warmup + args.duration + RUN_OVERHEAD) / 60:.1f} min")
 
     t0 = time.monotonic()
