@@ -25,6 +25,7 @@ use super::buffer::READ_BUFFER_SIZE;
 use super::buffer::{copy_from_read_buffer, read_buffer, BufferView, Chunk, NewBytes};
 use super::private_fd;
 use super::server::{ServerClients, ServerListener};
+use super::syscall;
 use crate::gil::{GilCell, GilRefCell};
 use crate::handles::Outcome;
 use crate::loop_::{Loop, Ready};
@@ -223,6 +224,9 @@ pub struct StreamCore {
     empty_waiter: GilRefCell<Option<Py<PyAny>>>,
     read_target: GilRefCell<ReadTarget>,
     buffered_read: GilRefCell<Option<BufferedRead>>,
+    /// The result of a socket read made in the alloc callback (see `alloc`), for the read
+    /// callback libuv makes right after it.
+    received: GilCell<Option<isize>>,
     /// Read events that arrived while reading was paused, delivered on resume_reading().
     held: GilRefCell<VecDeque<StreamEvent>>,
     /// The socket object: the one the transport was made with, or one made on demand for
@@ -299,6 +303,7 @@ impl StreamCore {
             low_water: GilCell::new(16 * 1024),
             empty_waiter: GilRefCell::new(None),
             read_target: GilRefCell::new(ReadTarget::None),
+            received: GilCell::new(None),
             buffered_read: GilRefCell::new(None),
             held: GilRefCell::new(VecDeque::new()),
             sock: GilRefCell::new(None),
@@ -407,6 +412,11 @@ impl StreamCore {
     /// that what one poll found is not all held in memory at once (ten connections' 100 KiB
     /// reads alive together, then freed together, make glibc give the heap top back and
     /// fault it in again on every read) and a read comes after the callbacks queued before it.
+    ///
+    /// A socket is read here, with `recv()`, and libuv is given no memory: it then calls the
+    /// read callback with UV_ENOBUFS at once, which delivers this read instead. libuv's own
+    /// `read()` goes through the file layer (position lock, file permission hook, fsnotify),
+    /// which costs a measurable part of a small message's round trip (see bench/RESULTS.md).
     fn alloc(slf: &Bound<'_, Self>) -> (*mut u8, usize) {
         let py = slf.py();
         let this = slf.get();
@@ -418,7 +428,33 @@ impl StreamCore {
             Self::queue(slf, StreamEvent::Readable);
             return (std::ptr::null_mut(), 0);
         }
-        Self::read_destination(slf, false)
+        let (target, len) = Self::read_destination(slf, false);
+        if this.kind != Kind::Socket || target.is_null() {
+            return (target, len);
+        }
+        let nread = match this.with_stream(py, Stream::fileno) {
+            Some(Ok(fd)) => this.read_fd(fd, target, len),
+            _ => 0,
+        };
+        this.received.set(py, Some(nread));
+        (std::ptr::null_mut(), 0)
+    }
+
+    /// Reads the stream's descriptor into the `len` writable bytes at `target`; the result as
+    /// libuv reports a read: a byte count, 0 for nothing there (EAGAIN, EINTR), UV_EOF at the
+    /// end, or a negative libuv error.
+    fn read_fd(&self, fd: c_int, target: *mut u8, len: usize) -> isize {
+        let result = if self.kind == Kind::Socket {
+            syscall::recv(fd, target, len)
+        } else {
+            syscall::read(fd, target, len)
+        };
+        match result {
+            Ok(0) => sys::uv_errno_t_UV_EOF as isize,
+            Ok(n) => n as isize,
+            Err(libc::EAGAIN) => 0,
+            Err(errno) => -(errno as isize),
+        }
     }
 
     /// Where a read lands: the protocol's buffer, a new `bytes` for long reads, or the loop
@@ -501,6 +537,12 @@ impl StreamCore {
     }
 
     fn on_read(slf: &Bound<'_, Self>, nread: isize) {
+        let received = slf.get().received.get(slf.py());
+        slf.get().received.set(slf.py(), None);
+        let nread = match received {
+            Some(own) if nread == sys::uv_errno_t_UV_ENOBUFS as isize => own,
+            _ => nread,
+        };
         if let Some(event) = Self::read_done(slf, nread) {
             slf.get().update_flags(slf.py(), |f| f.read_queued = true);
             Self::deliver(slf, event);
@@ -519,18 +561,8 @@ impl StreamCore {
         let nread = if target.is_null() {
             sys::uv_errno_t_UV_ENOBUFS as isize
         } else {
-            // SAFETY: `target` has `len` writable bytes (the protocol's buffer, held by
-            // `buffered_read`, or a bytes object or the read buffer held by `read_target`),
-            // which stay put until `read_done` takes them.
-            match unsafe { libc::read(fd, target.cast(), len) } {
-                0 => sys::uv_errno_t_UV_EOF as isize,
-                n if n > 0 => n,
-                _ => match std::io::Error::last_os_error().raw_os_error() {
-                    // Nothing after all: the target is released unused, libuv looks again.
-                    Some(libc::EAGAIN | libc::EINTR) | None => 0,
-                    Some(errno) => -(errno as isize),
-                },
-            }
+            // Nothing there after all (0): the target is released unused, libuv looks again.
+            this.read_fd(fd, target, len)
         };
         match Self::read_done(slf, nread) {
             Some(event) => Self::dispatch(slf, event),
@@ -1085,9 +1117,27 @@ impl StreamCore {
         Self::maybe_pause_protocol(slf)
     }
 
-    /// Sends what the socket takes now; None when the stream is closed.
+    /// Sends what the socket takes now; None when the stream is closed. Called only while no
+    /// write request is queued (libuv's own condition for trying at once). A socket's single
+    /// buffer goes out with `send()` on libuv's descriptor: `uv_try_write` uses `write()`, whose
+    /// trip through the file layer (position lock, file permission hook, fsnotify) costs a
+    /// measurable part of a small response (see bench/RESULTS.md); pipes, and the vectored
+    /// writes of `writelines`, keep `uv_try_write`.
     fn try_write(slf: &Bound<'_, Self>, bufs: &[sys::uv_buf_t]) -> Option<Result<usize, UvError>> {
-        slf.get().with_stream(slf.py(), |s| s.try_write(bufs))
+        let this = slf.get();
+        this.with_stream(slf.py(), |stream| match (this.kind, bufs) {
+            (Kind::Socket, [one]) => {
+                let fd = stream.fileno()?;
+                // SAFETY: the caller's buffer points at `len` readable bytes it holds for the call.
+                let data = unsafe { std::slice::from_raw_parts(one.base.cast::<u8>(), one.len) };
+                match syscall::send(fd, data) {
+                    Ok(n) => Ok(n),
+                    Err(libc::EAGAIN | libc::ENOBUFS) => Ok(0),
+                    Err(errno) => Err(UvError(-errno)),
+                }
+            }
+            _ => stream.try_write(bufs),
+        })
     }
 
     /// asyncio's `write`: the immediate send, the rest queued.

@@ -29,6 +29,12 @@ pub fn recv(fd: c_int, buf: *mut u8, len: usize) -> Result<usize, c_int> {
     retry(|| unsafe { libc::recv(fd, buf.cast(), len, 0) })
 }
 
+/// `read` into `buf` (pipes and other descriptors that are not sockets): Ok(0) at end of file.
+pub fn read(fd: c_int, buf: *mut u8, len: usize) -> Result<usize, c_int> {
+    // SAFETY: the caller passes `len` writable bytes at `buf`; read writes at most that many.
+    retry(|| unsafe { libc::read(fd, buf.cast(), len) })
+}
+
 /// Flags of every send: a closed peer is an EPIPE error, never SIGPIPE, where the system has
 /// MSG_NOSIGNAL (macOS has not; there CPython's start-up ignores SIGPIPE, as everywhere).
 #[cfg(not(any(target_os = "macos", target_os = "ios")))]
