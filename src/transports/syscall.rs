@@ -48,6 +48,18 @@ pub fn send(fd: c_int, data: &[u8]) -> Result<usize, c_int> {
     retry(|| unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), SEND_FLAGS) })
 }
 
+/// `sendto` of `data` to the `len`-byte address at `addr`.
+pub fn sendto(
+    fd: c_int,
+    data: &[u8],
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> Result<usize, c_int> {
+    // SAFETY: `data` is a valid slice and the caller passes `len` readable bytes of address at
+    // `addr`, both for the duration of the call.
+    retry(|| unsafe { libc::sendto(fd, data.as_ptr().cast(), data.len(), SEND_FLAGS, addr, len) })
+}
+
 /// `recvfrom` into the `len` writable bytes at `buf`, with the sender's address in `storage`.
 pub fn recvfrom(
     fd: c_int,

@@ -1,10 +1,13 @@
 //! UDP endpoints on libuv (`uv_udp_t`), with asyncio's `_SelectorDatagramTransport` semantics.
 //!
 //! `UdpCore` is the native state of a `uvloop._transports.UDPTransport` (an
-//! `asyncio.DatagramTransport`, see `python_class`). Datagrams are received by libuv into the loop
-//! thread's read buffer; `sendto` tries `uv_udp_try_send` at once and queues the rest as
-//! `uv_udp_send` requests owning their bytes. As with streams, what libuv callbacks find runs
-//! inside a blocking poll when that keeps asyncio's order, else from the ready queue.
+//! `asyncio.DatagramTransport`, see `python_class`). libuv watches the socket (`uv_udp_recv_start`)
+//! and each datagram is read into the loop thread's read buffer when it calls for memory, with
+//! `recvfrom()` (libuv's own read is `recvmsg()`, whose message header costs a measurable part
+//! of a small datagram's round trip, see bench/RESULTS.md); `sendto` sends at once with
+//! `sendto()` when nothing is queued and queues the rest as `uv_udp_send` requests owning their
+//! bytes. As with streams, what libuv callbacks find runs inside a blocking poll when that keeps
+//! asyncio's order, else from the ready queue.
 //!
 //! AF_UNIX datagram endpoints do not come here (see `datagram`).
 
@@ -22,6 +25,7 @@ use super::python_class::{
     Method,
 };
 use super::sockaddr::{inet_len, numeric_address, SenderCache};
+use super::syscall;
 use crate::gil::{GilCell, GilRefCell};
 use crate::handles::Outcome;
 use crate::loop_::{Loop, Ready};
@@ -103,6 +107,9 @@ pub struct UdpCore {
     senders: SenderCache,
     /// The poll in which the last datagram was read (see `Loop::read_once_per_poll`).
     read_in_poll: GilCell<u64>,
+    /// A datagram read in the alloc callback (its size, or 0 for none, or a negative libuv
+    /// error; and its sender), for the receive callback libuv makes right after it.
+    received: GilCell<Option<(isize, libc::sockaddr_storage)>>,
     /// The last address sendto parsed: replies go back to the same tuple again and again (it
     /// is immutable, so the same object is the same address).
     last_destination: GilRefCell<Option<(Py<PyAny>, SocketAddress)>>,
@@ -122,6 +129,8 @@ impl LoopClose for UdpOwner {
 }
 
 impl UdpEvents for UdpOwner {
+    /// Reads the datagram here and gives libuv no memory, so that it calls `received` with
+    /// UV_ENOBUFS at once (see the module's documentation).
     fn alloc(&self, py: Python<'_>) -> (*mut u8, usize) {
         let this = self.0.get();
         if this.conn_lost.get(py) > 0
@@ -132,11 +141,40 @@ impl UdpEvents for UdpOwner {
         {
             return (std::ptr::null_mut(), 0);
         }
-        (read_buffer(), READ_BUFFER_SIZE)
+        let Some(Ok(fd)) = this.with_handle(py, Udp::fileno) else {
+            return (std::ptr::null_mut(), 0);
+        };
+        // SAFETY: sockaddr_storage is plain C data.
+        let mut sender: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut sender_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let nread = match syscall::recvfrom(
+            fd,
+            read_buffer(),
+            READ_BUFFER_SIZE,
+            &mut sender,
+            &mut sender_len,
+        ) {
+            Ok(n) => n as isize,
+            Err(libc::EAGAIN) => 0,
+            Err(errno) => -(errno as isize),
+        };
+        this.received.set(py, Some((nread, sender)));
+        (std::ptr::null_mut(), 0)
     }
 
     fn received(&self, py: Python<'_>, nread: isize, addr: *const libc::sockaddr) {
-        UdpCore::on_received(self.0.bind(py), nread, addr);
+        let core = self.0.get();
+        let own = core.received.get(py);
+        core.received.set(py, None);
+        match own {
+            Some((nread, sender)) if nread > 0 || (nread == 0 && sender.ss_family != 0) => {
+                let addr = (&raw const sender).cast::<libc::sockaddr>();
+                UdpCore::on_received(self.0.bind(py), nread, addr);
+            }
+            // Nothing there after all, or a failed read.
+            Some((nread, _)) => UdpCore::on_received(self.0.bind(py), nread, std::ptr::null()),
+            None => UdpCore::on_received(self.0.bind(py), nread, addr),
+        }
     }
 
     fn sent(&self, py: Python<'_>, status: c_int) {
@@ -550,10 +588,20 @@ impl UdpCore {
         let py = slf.py();
         let this = slf.get();
         if this.queued(py).1 == 0 {
-            match this.with_handle(py, |h| h.try_send(bytes.as_bytes(py), target)) {
-                Some(Ok(true)) | None => return Ok(()),
-                Some(Ok(false)) => {}
-                Some(Err(err)) => return Self::error_received(slf, err.errno()),
+            let Some(Ok(fd)) = this.with_handle(py, Udp::fileno) else {
+                return Ok(());
+            };
+            let data = bytes.as_bytes(py);
+            // libuv's uv_udp_try_send would use sendmsg(), with a message header to build and
+            // copy in; sendto() has none (see the module's documentation).
+            let sent = match target {
+                Some(address) => syscall::sendto(fd, data, address.as_ptr(), address.len()),
+                None => syscall::send(fd, data),
+            };
+            match sent {
+                Ok(_) => return Ok(()),
+                Err(libc::EAGAIN | libc::ENOBUFS) => {}
+                Err(errno) => return Self::error_received(slf, errno),
             }
         }
         let queued = this.with_handle(py, |h| {
@@ -749,6 +797,7 @@ pub fn open_udp_transport<'py>(
             low_water: GilCell::new(16 * 1024),
             senders: SenderCache::default(),
             read_in_poll: GilCell::new(u64::MAX),
+            received: GilCell::new(None),
             last_destination: GilRefCell::new(None),
         },
     )?;

@@ -45,6 +45,14 @@ impl<D: UdpEvents> Udp<D> {
         Ok(Self { handle })
     }
 
+    /// The descriptor libuv owns (and closes when the handle closes).
+    pub fn fileno(&self) -> Result<c_int, UvError> {
+        let mut fd: sys::uv_os_fd_t = -1;
+        // SAFETY: an open handle and a valid out-pointer.
+        status(unsafe { sys::uv_fileno(self.handle.as_handle_ptr(), &mut fd) })?;
+        Ok(fd)
+    }
+
     pub fn recv_start(&self) -> Result<(), UvError> {
         // SAFETY: an open UDP handle whose data is a D.
         status(unsafe {
@@ -59,19 +67,6 @@ impl<D: UdpEvents> Udp<D> {
     pub fn recv_stop(&self) {
         // SAFETY: an open UDP handle.
         unsafe { sys::uv_udp_recv_stop(self.handle.as_ptr()) };
-    }
-
-    /// Sends `data` to `addr` (None: the connected peer) if the socket takes it now; Ok(false)
-    /// when it would block.
-    pub fn try_send(&self, data: &[u8], addr: Option<&SocketAddress>) -> Result<bool, UvError> {
-        let buf = super::stream::buf(data);
-        let addr = addr.map_or(std::ptr::null(), SocketAddress::as_ptr);
-        // SAFETY: an open UDP handle; the buffer and the address are valid for the call.
-        let sent = unsafe { sys::uv_udp_try_send(self.handle.as_ptr(), &buf, 1, addr.cast()) };
-        match sent {
-            sys::uv_errno_t_UV_EAGAIN => Ok(false),
-            sent => UvError::check(sent).map(|_| true),
-        }
     }
 
     /// Queues `data` (owned by `keep` until the callback) for `addr`; `D::sent` is told.
@@ -129,11 +124,20 @@ pub enum SocketAddress {
 }
 
 impl SocketAddress {
-    fn as_ptr(&self) -> *const libc::sockaddr {
+    pub fn as_ptr(&self) -> *const libc::sockaddr {
         match self {
             SocketAddress::V4(sin) => (sin as *const libc::sockaddr_in).cast(),
             SocketAddress::V6(sin6) => (sin6 as *const libc::sockaddr_in6).cast(),
         }
+    }
+
+    /// The size of the address `as_ptr` points at.
+    pub fn len(&self) -> libc::socklen_t {
+        let size = match self {
+            SocketAddress::V4(_) => std::mem::size_of::<libc::sockaddr_in>(),
+            SocketAddress::V6(_) => std::mem::size_of::<libc::sockaddr_in6>(),
+        };
+        size as libc::socklen_t
     }
 }
 
@@ -252,13 +256,15 @@ mod tests {
             sin.sin_port = peer_address.port().to_be();
             sin.sin_addr.s_addr = u32::from_ne_bytes(peer_address.ip().octets());
             let target = SocketAddress::V4(sin);
-            assert!(udp.try_send(b"pong", Some(&target)).expect("try send")); // ok: cfg(test) only
+            udp.send(b"pong", Some(&target), ()).expect("send"); // ok: cfg(test) only
             udp.send(b"again", Some(&target), ()).expect("send"); // ok: cfg(test) only
             assert!(run_until(py, &uv, || seen
                 .events
                 .borrow()
                 .iter()
-                .any(|e| e == "sent 0")));
+                .filter(|e| *e == "sent 0")
+                .count()
+                == 2));
             let mut answer = [0u8; 16];
             let (n, _) = peer.recv_from(&mut answer).expect("receive"); // ok: cfg(test) only
             assert_eq!(&answer[..n], b"pong");
