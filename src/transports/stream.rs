@@ -80,7 +80,9 @@ pub enum StreamEvent {
 pub enum ReadFailure {
     /// A failed read: the errno.
     Errno(c_int),
-    GetBuffer(PyErr),
+    /// Boxed: a PyErr is eight words, which would make every entry of the loop's ready queue
+    /// that large.
+    GetBuffer(Box<PyErr>),
 }
 
 impl StreamEvent {
@@ -530,7 +532,10 @@ impl StreamCore {
                     f.stop_after_read = f.reading;
                     f.reading = false;
                 });
-                Self::queue(slf, StreamEvent::ReadFailed(ReadFailure::GetBuffer(err)));
+                Self::queue(
+                    slf,
+                    StreamEvent::ReadFailed(ReadFailure::GetBuffer(Box::new(err))),
+                );
                 (std::ptr::null_mut(), 0)
             }
         }
@@ -712,7 +717,7 @@ impl StreamCore {
                     ),
                     StreamEvent::ReadFailed(ReadFailure::GetBuffer(err)) => Self::fatal_error(
                         slf,
-                        err,
+                        *err,
                         "Fatal error: protocol.get_buffer() call failed.",
                     ),
                     _ => Ok(()),
