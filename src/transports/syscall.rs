@@ -49,14 +49,16 @@ pub fn send(fd: c_int, data: &[u8]) -> Result<usize, c_int> {
 }
 
 /// `sendto` of `data` to the `len`-byte address at `addr`.
-pub fn sendto(
+///
+/// # Safety
+/// `addr` must point at `len` readable bytes of a socket address for the duration of the call.
+pub unsafe fn sendto(
     fd: c_int,
     data: &[u8],
     addr: *const libc::sockaddr,
     len: libc::socklen_t,
 ) -> Result<usize, c_int> {
-    // SAFETY: `data` is a valid slice and the caller passes `len` readable bytes of address at
-    // `addr`, both for the duration of the call.
+    // SAFETY: `data` is a valid slice; the address is valid by the caller's contract.
     retry(|| unsafe { libc::sendto(fd, data.as_ptr().cast(), data.len(), SEND_FLAGS, addr, len) })
 }
 

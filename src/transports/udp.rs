@@ -595,7 +595,10 @@ impl UdpCore {
             // libuv's uv_udp_try_send would use sendmsg(), with a message header to build and
             // copy in; sendto() has none (see the module's documentation).
             let sent = match target {
-                Some(address) => syscall::sendto(fd, data, address.as_ptr(), address.len()),
+                // SAFETY: the address is a sockaddr_in/in6 of `len()` bytes, alive for the call.
+                Some(address) => unsafe {
+                    syscall::sendto(fd, data, address.as_ptr(), address.len())
+                },
                 None => syscall::send(fd, data),
             };
             match sent {
