@@ -258,3 +258,25 @@ pub fn cpu_ticks_per_cpu() -> io::Result<Vec<(u64, u64)>> {
     }
     Ok(cpus)
 }
+
+/// The main of a native server: parses `allowed` options, binds the endpoint (default
+/// 127.0.0.1:0), prints "READY <port or path>" and runs `serve` until it fails; errors go to
+/// stderr as "`name`: ..." with exit status 1.
+pub fn serve_main(
+    name: &str,
+    allowed: &[&str],
+    usage: &'static str,
+    serve: impl FnOnce(Listener) -> io::Result<()>,
+) {
+    let opts = Options::parse(allowed, usage);
+    let endpoint = opts.endpoint("127.0.0.1:0");
+    let result = Listener::bind(&endpoint).and_then(|listener| {
+        println!("READY {}", listener.describe()?);
+        io::stdout().flush()?;
+        serve(listener)
+    });
+    if let Err(e) = result {
+        eprintln!("{name}: {e}");
+        process::exit(1);
+    }
+}

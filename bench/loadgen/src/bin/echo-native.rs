@@ -2,9 +2,8 @@
 //! It is the reference point of the echo benchmark: the most this machine and client allow.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::process;
 
-use echo_bench::{Listener, Options, Stream};
+use echo_bench::{Listener, Stream};
 use mio::{Events, Interest, Poll, Token};
 
 const USAGE: &str = "\
@@ -149,15 +148,5 @@ fn serve(mut listener: Listener) -> io::Result<()> {
 }
 
 fn main() {
-    let opts = Options::parse(&["addr", "unix"], USAGE);
-    let endpoint = opts.endpoint("127.0.0.1:0");
-    let result = Listener::bind(&endpoint).and_then(|listener| {
-        println!("READY {}", listener.describe()?);
-        io::stdout().flush()?;
-        serve(listener)
-    });
-    if let Err(e) = result {
-        eprintln!("echo-native: {e}");
-        process::exit(1);
-    }
+    echo_bench::serve_main("echo-native", &["addr", "unix"], USAGE, serve);
 }

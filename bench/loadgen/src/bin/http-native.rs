@@ -4,9 +4,8 @@
 //! leave when no Python runs at all.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::process;
 
-use echo_bench::{Listener, Options, Stream};
+use echo_bench::{Listener, Stream};
 use mio::{Events, Interest, Poll, Token};
 
 const USAGE: &str = "\
@@ -165,15 +164,5 @@ fn accept_all(
 }
 
 fn main() {
-    let opts = Options::parse(&["addr"], USAGE);
-    let endpoint = opts.endpoint("127.0.0.1:0");
-    let result = Listener::bind(&endpoint).and_then(|listener| {
-        println!("READY {}", listener.describe()?);
-        io::stdout().flush()?;
-        serve(listener)
-    });
-    if let Err(e) = result {
-        eprintln!("http-native: {e}");
-        process::exit(1);
-    }
+    echo_bench::serve_main("http-native", &["addr"], USAGE, serve);
 }
