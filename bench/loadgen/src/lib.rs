@@ -280,3 +280,68 @@ pub fn serve_main(
         process::exit(1);
     }
 }
+
+/// A connection of a native server: what `serve_connections` needs of it.
+pub trait Connection {
+    fn new(stream: Stream) -> Self;
+    fn stream(&mut self) -> &mut Stream;
+    /// Handles a readiness event; Ok(false) once the connection is done (it is then dropped).
+    fn ready(&mut self, event: &mio::event::Event) -> io::Result<bool>;
+}
+
+const LISTENER: Token = Token(usize::MAX);
+
+/// A native server's event loop (mio, one thread): accepts every connection, registers it for
+/// reading and writing under its slot's token (freed slots are reused), and hands its events to
+/// it. Runs until an accept or poll error.
+pub fn serve_connections<C: Connection>(mut listener: Listener) -> io::Result<()> {
+    let mut poll = mio::Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut events = mio::Events::with_capacity(1024);
+    let mut slots: Vec<Option<C>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    loop {
+        match poll.poll(&mut events, None) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => other?,
+        }
+        for event in events.iter() {
+            if event.token() == LISTENER {
+                // mio's readiness is edge-triggered: accept until there is none left.
+                loop {
+                    let stream = match listener.accept() {
+                        Ok(s) => s,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    let i = free.pop().unwrap_or_else(|| {
+                        slots.push(None);
+                        slots.len() - 1
+                    });
+                    let connection = slots[i].insert(C::new(stream));
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    let registry = poll.registry();
+                    if registry
+                        .register(connection.stream(), Token(i), interest)
+                        .is_err()
+                    {
+                        slots[i] = None;
+                        free.push(i);
+                    }
+                }
+                continue;
+            }
+            let Token(i) = event.token();
+            let Some(connection) = slots.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
+            if !connection.ready(event).unwrap_or(false) {
+                let _ = poll.registry().deregister(connection.stream());
+                slots[i] = None;
+                free.push(i);
+            }
+        }
+    }
+}

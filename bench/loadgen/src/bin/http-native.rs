@@ -5,8 +5,8 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 
-use echo_bench::{Listener, Stream};
-use mio::{Events, Interest, Poll, Token};
+use echo_bench::{serve_connections, Connection, Stream};
+use mio::event::Event;
 
 const USAGE: &str = "\
 usage: http-native [--addr IP:PORT]
@@ -16,7 +16,6 @@ not supported) gets a 200 with a 13-byte body; \"Connection: close\" in a reques
 server answer with \"Connection: close\" and close. Listens on --addr (default 127.0.0.1:0),
 prints \"READY <port>\" once listening, and runs until killed.";
 
-const LISTENER: Token = Token(usize::MAX);
 const BUF_SIZE: usize = 64 * 1024;
 
 const OK_KEEP_ALIVE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nHello, World!";
@@ -100,69 +99,20 @@ fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|w| w.eq_ignore_ascii_case(needle))
 }
 
-/// Runs the event loop forever (or until an accept or epoll error).
-fn serve(mut listener: Listener) -> io::Result<()> {
-    let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut events = Events::with_capacity(1024);
-    let mut slots: Vec<Option<Client>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
-    loop {
-        match poll.poll(&mut events, None) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            other => other?,
-        }
-        for event in events.iter() {
-            if event.token() == LISTENER {
-                accept_all(&listener, &poll, &mut slots, &mut free)?;
-                continue;
-            }
-            let i = event.token().0;
-            let Some(client) = slots.get_mut(i).and_then(Option::as_mut) else {
-                continue;
-            };
-            if !client.drive().unwrap_or(false) {
-                let _ = poll.registry().deregister(&mut client.stream);
-                slots[i] = None;
-                free.push(i);
-            }
-        }
+impl Connection for Client {
+    fn new(stream: Stream) -> Client {
+        Client::new(stream)
     }
-}
 
-/// Accepts every pending connection (mio's readiness is edge-triggered) and registers it; its
-/// request is read when epoll reports it, as the event loops do.
-fn accept_all(
-    listener: &Listener,
-    poll: &Poll,
-    slots: &mut Vec<Option<Client>>,
-    free: &mut Vec<usize>,
-) -> io::Result<()> {
-    loop {
-        let stream = match listener.accept() {
-            Ok(s) => s,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let i = free.pop().unwrap_or_else(|| {
-            slots.push(None);
-            slots.len() - 1
-        });
-        let client = slots[i].insert(Client::new(stream));
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if poll
-            .registry()
-            .register(&mut client.stream, Token(i), interest)
-            .is_err()
-        {
-            slots[i] = None;
-            free.push(i);
-        }
+    fn stream(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+
+    fn ready(&mut self, _event: &Event) -> io::Result<bool> {
+        self.drive()
     }
 }
 
 fn main() {
-    echo_bench::serve_main("http-native", &["addr"], USAGE, serve);
+    echo_bench::serve_main("http-native", &["addr"], USAGE, serve_connections::<Client>);
 }
