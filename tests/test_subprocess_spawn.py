@@ -24,6 +24,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import warnings
 
 import pytest
@@ -975,6 +976,61 @@ def test_close_right_after_an_exit_on_the_popen_fallback(loop, loop_kind, reques
     if loop_kind == "asyncio" and (warnings or set(codes) != {0}):
         request.applymarker(pytest.mark.xfail(strict=False, reason=ASYNCIO_255))
     assert (set(codes), warnings) == ({0}, [])
+
+
+def test_exit_status_taken_by_another_waitpid(loop):
+    """A child whose exit status the program takes itself (os.waitpid on its pid): the loop
+    reports returncode 255 and logs that the status was already read, as asyncio's watchers do.
+    (asyncio's thread watcher, 3.9-3.11, may take the status first: then it is reported.)"""
+    records = []
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            TRUE, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
+        try:
+            os.waitpid(proc.pid, 0)  # blocks the loop until the child has exited
+        except ChildProcessError:
+            taken = False
+        else:
+            taken = True
+        return taken, await proc.wait()
+
+    handler = Handler()
+    logging.getLogger("asyncio").addHandler(handler)
+    try:
+        taken, code = run(loop, main())
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+    lost = [r for r in records if "returncode 255" in r]
+    assert (code, len(lost)) == ((255, 1) if taken else (0, 0))
+
+
+def test_child_running_when_the_loop_closes_is_reaped_after_its_exit(new_loop):
+    """The loop closes while its child still runs: once the child exits it is reaped, not left
+    a zombie (asyncio's watcher thread or pidfd outlives the loop the same way)."""
+
+    async def start():
+        proc = await asyncio.create_subprocess_exec(
+            *python("import time; time.sleep(0.3)"), stdin=subprocess.DEVNULL
+        )
+        return proc.pid
+
+    loop = new_loop()
+    pid = run(loop, start())
+    loop.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return  # reaped
+        time.sleep(0.02)
+    pytest.fail(f"child {pid} was not reaped after the loop closed")
 
 
 # ---------------------------------------------------------------------------------------------

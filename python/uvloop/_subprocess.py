@@ -3,8 +3,8 @@
 libuv starts the child (posix_spawn where it can) and reports its exit; it reaps only its own
 children, by pid, so processes started elsewhere by `subprocess` or `os.fork` are left alone.
 On Linux its SIGCHLD handler is kept out of the way (it would replace the program's own SIGCHLD
-handler, and be replaced by it): each child's exit is watched through a pidfd, then libuv is
-asked to reap (see `src/uv/child_exit.rs`).
+handler, and be replaced by it): libuv polls each child's pidfd instead, and reaps when it is
+readable (see `src/uv/child_exit.rs`).
 What `uv_spawn` cannot express the way `subprocess.Popen` does (`preexec_fn`, `umask`,
 `process_group`, `user`, `group`, `extra_groups`, `pipesize`, `restore_signals=False`, a signal
 the parent ignores or blocks, a standard descriptor that is non-blocking (libuv's child makes
@@ -12,7 +12,7 @@ fds 0-2 blocking, which the parent's shared descriptor would see) or, inherited 
 close-on-exec, an environment name with "=", and any descriptor Popen itself would refuse) goes
 to asyncio's own transport on `subprocess.Popen`, with the exit watched through a pidfd (or,
 without pidfds, a thread waiting for the pid). Descriptors Popen's `close_fds` would close are
-made close-on-exec for the moment of the spawn.
+made close-on-exec for the moment of the spawn (see `src/uv/close_fds.rs`).
 """
 
 import _signal  # type: ignore[import-not-found]  # CPython's C module; typeshed has no stub
@@ -37,14 +37,13 @@ _SPAWN_KEYWORDS = frozenset(
 _RESTORED_SIGNALS = frozenset(
     getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name)
 )
-_FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
 # Every signal but those Popen resets anyway (SIG_IGN on one of them is what the child gets too).
 _ALL_SIGNALS = tuple(int(s) for s in signal.valid_signals() if s not in _RESTORED_SIGNALS)
-# Whether libuv's children are watched through pidfds (else libuv watches them itself).
-_EXITS_BY_PIDFD = _native.ChildProcess.exits_watched_by_pidfd()
-# Whether libuv would watch them with a SIGCHLD handler of its own (Linux without pidfds), which
-# the program's SIGCHLD handler and libuv's would take from each other.
-_LIBUV_SIGCHLD_HANDLER = sys.platform.startswith("linux") and not _EXITS_BY_PIDFD
+# Whether libuv watches its children with a SIGCHLD handler of its own (Linux without pidfds),
+# which the program's SIGCHLD handler and libuv's would take from each other.
+_LIBUV_SIGCHLD_HANDLER = (
+    sys.platform.startswith("linux") and not _native.ChildProcess.exits_watched_by_pidfd()
+)
 
 
 async def make_subprocess_transport(
@@ -144,22 +143,6 @@ def _plain_environment(env):
         return not any(b"=" in os.fsencode(name) for name in env.keys())
     except (AttributeError, TypeError):
         return False
-
-
-def _inheritable_fds(keep):
-    """The descriptors above 2 (besides `keep`) that a child would inherit: Popen's close_fds
-    closes them, so they are kept from the child for the spawn."""
-    found = []
-    for name in os.listdir(_FD_DIR):
-        fd = int(name)
-        if fd <= 2 or fd in keep:
-            continue
-        try:
-            if os.get_inheritable(fd):
-                found.append(fd)
-        except OSError:
-            pass  # the listing's own descriptor, closed by now
-    return found
 
 
 class _Child:
@@ -267,18 +250,10 @@ class SpawnedTransport(_private.BaseSubprocessTransport):
                 for fd in pass_fds:
                     if fd > 2:  # the standard ones are what stdin/stdout/stderr say
                         stdio[fd] = fd
-            # Descriptors Popen's close_fds would close are kept from the child meanwhile.
-            stray = _inheritable_fds(pass_fds) if close_fds else ()
-            for fd in stray:
-                os.set_inheritable(fd, False)
-            try:
-                native = _native.ChildProcess(
-                    self._loop, program, args, env_list, cwd, stdio, bool(start_new_session),
-                    self._process_exited,
-                )
-            finally:
-                for fd in stray:
-                    os.set_inheritable(fd, True)
+            native = _native.ChildProcess(
+                self._loop, program, args, env_list, cwd, stdio, bool(start_new_session),
+                bool(close_fds), self._process_exited,
+            )
         except BaseException:
             for pipe in parent_ends.values():
                 pipe.close()
@@ -289,35 +264,13 @@ class SpawnedTransport(_private.BaseSubprocessTransport):
         self._proc = _Child(
             native, given_args, parent_ends.get(0), parent_ends.get(1), parent_ends.get(2)
         )
-        if _EXITS_BY_PIDFD:
-            _watch_spawned(self._loop, native)
-
-
-def _watch_spawned(loop, native):
-    """Watches the exit of a child libuv started, through a pidfd."""
-    pid = native.pid
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        # Reaped already (by libuv, in the moment its SIGCHLD handler was in place during the
-        # spawn), or never to be: libuv reports what it has.
-        native.reap_exited()
-        return
-    loop._child_pidfds[pid] = pidfd
-    loop._add_reader(pidfd, _spawned_exited, loop, pid, native)
-
-
-def _spawned_exited(loop, pid, native):
-    pidfd = loop._child_pidfds.pop(pid)
-    loop._remove_reader(pidfd)
-    os.close(pidfd)
-    native.reap_exited()
 
 
 def close_watchers(loop):
-    """The loop is closing: stop watching its children's exits, reaping those that already
-    exited; a thread reaps each one still running when it exits (asyncio's child watcher
-    thread also outlives the loop), so none is left a zombie."""
+    """The loop is closing: stop watching the exits of the children Popen started, reaping
+    those that already exited; a thread reaps each one still running when it exits (asyncio's
+    child watcher thread also outlives the loop), so none is left a zombie. (The loop's closing
+    does the same for children libuv started.)"""
     for pid, pidfd in list(loop._child_pidfds.items()):
         loop._remove_reader(pidfd)
         os.close(pidfd)

@@ -3,8 +3,7 @@
 //!
 //! A `ChildProcess` owns the libuv process handle until the child's exit is reported; libuv reaps
 //! the child (by its pid, so never anyone else's) and the exit goes to `on_exit(returncode)`,
-//! scheduled with `call_soon` as asyncio's child watchers schedule it. Where libuv would learn
-//! of exits from its own SIGCHLD handler, the caller watches a pidfd and calls `reap_exited`.
+//! scheduled with `call_soon` as asyncio's child watchers schedule it.
 
 use std::ffi::CString;
 use std::os::raw::c_int;
@@ -37,12 +36,15 @@ pub struct ChildOwner(Py<ChildProcess>);
 
 impl LoopClose for ChildOwner {
     fn close_at_loop_close(&self, py: Python<'_>) {
-        // The loop closes with the child running: libuv stops watching it (it is reaped by
-        // whoever waits for it, or becomes a zombie until this process exits, as with asyncio's
-        // watchers once the loop is gone).
-        let process = self.0.get().process.take(py);
-        drop(process);
-        drop(self.0.get().on_exit.take(py));
+        // The loop closes with the child running: libuv stops watching it, and it is reaped
+        // once it exits, so that it does not stay a zombie.
+        let this = self.0.get();
+        if let Some(process) = this.process.take(py) {
+            let pid = process.pid();
+            drop(process);
+            child_exit::reap_when_exited(pid);
+        }
+        drop(this.on_exit.take(py));
     }
 }
 
@@ -92,6 +94,24 @@ impl ProcessEvents for ChildOwner {
             err.write_unraisable(py, Some(self.0.bind(py).as_any()));
         }
     }
+
+    fn status_lost(&self, py: Python<'_>) {
+        // What asyncio's child watchers say and report when waitpid finds the child gone.
+        let pid = self.0.get().pid.get(py);
+        let logged = py.import("asyncio.log").and_then(|log| {
+            log.getattr("logger")?.call_method1(
+                "warning",
+                (
+                    "child process pid %d exit status already read:  will report returncode 255",
+                    pid,
+                ),
+            )
+        });
+        if let Err(err) = logged {
+            err.write_unraisable(py, Some(self.0.bind(py).as_any()));
+        }
+        self.exited(py, 255, 0);
+    }
 }
 
 /// An OS string argument (str or bytes, as the subprocess module takes them) for C.
@@ -116,9 +136,10 @@ impl ChildProcess {
     /// Starts `file` with `args` (argv, argv[0] included), `env` (a list of b"NAME=value", or
     /// None for the parent's), `cwd`, and `stdio`: the parent's descriptor for each of the
     /// child's descriptors 0, 1, 2, ... (-1: none). `on_exit(returncode)` is called soon after
-    /// the child exits. The caller closes its copies of the descriptors once this returned.
+    /// the child exits. With `close_fds` the child gets no other descriptor of the parent's, as
+    /// with Popen's. The caller closes its copies of the descriptors once this returned.
     #[new]
-    #[pyo3(signature = (event_loop, file, args, env, cwd, stdio, new_session, on_exit))]
+    #[pyo3(signature = (event_loop, file, args, env, cwd, stdio, new_session, close_fds, on_exit))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         event_loop: &Bound<'_, Loop>,
@@ -128,6 +149,7 @@ impl ChildProcess {
         cwd: Option<&Bound<'_, PyAny>>,
         stdio: Vec<c_int>,
         new_session: bool,
+        close_fds: bool,
         on_exit: Py<PyAny>,
     ) -> PyResult<Py<Self>> {
         let py = event_loop.py();
@@ -148,6 +170,7 @@ impl ChildProcess {
                 })
                 .collect(),
             detached: new_session,
+            close_fds,
         };
         let child = Py::new(
             py,
@@ -180,19 +203,11 @@ impl ChildProcess {
         self.returncode.get(py)
     }
 
-    /// Whether the caller must watch each child's exit through a pidfd and then call
-    /// `reap_exited` (see `crate::uv::child_exit`).
+    /// Whether children's exits are watched through pidfds, libuv's own SIGCHLD handler kept
+    /// out of the way (see `crate::uv::child_exit`).
     #[staticmethod]
     fn exits_watched_by_pidfd() -> bool {
         child_exit::watched_by_pidfd()
-    }
-
-    /// Has libuv reap the loop's exited children: this one's exit is reported if it has exited.
-    fn reap_exited(&self, py: Python<'_>) {
-        let event_loop = self.event_loop.bind(py).get();
-        if event_loop.check_open(py).is_ok() {
-            child_exit::reap_exited(event_loop.uv());
-        }
     }
 
     /// Sends `signum` to the child, unless it has exited (then nothing happens, as with Popen).

@@ -5,21 +5,27 @@
 //! whatever the program had there (a handler from `loop.add_signal_handler(SIGCHLD, ...)` or
 //! `signal.signal`), and a handler the program installs later replaces libuv's, whose children
 //! then never exit as far as it knows. So the disposition of SIGCHLD is put back as it was around
-//! both calls, and each child's exit is watched through a pidfd instead (by the loop's fd
-//! watchers, see `uvloop._subprocess`), which then has libuv reap its exited children and report
-//! them as it would have from its handler.
+//! both calls, and each child's exit is watched through a pidfd that libuv polls instead (see
+//! `process`), which then has libuv reap its exited children and report them as it would have
+//! from its handler.
 //!
 //! Without pidfds (Linux before 5.3) libuv's handler stays. On macOS and the BSDs libuv watches
 //! exits through kqueue and uses no signal.
 
-use super::event_loop::UvLoop;
+use std::os::fd::OwnedFd;
+use std::os::raw::c_int;
+
+use super::error::UvError;
+use super::sys;
 
 #[cfg(target_os = "linux")]
 mod imp {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::raw::c_int;
     use std::sync::{Mutex, OnceLock};
 
+    use super::super::error::UvError;
     use super::super::sys;
-    use super::UvLoop;
 
     extern "C" {
         /// libuv's reaping of the loop's exited children (`src/unix/process.c`; linked in with
@@ -41,10 +47,25 @@ mod imp {
                 if fd < 0 {
                     return false;
                 }
-                libc::close(fd as libc::c_int);
+                libc::close(fd as c_int);
             }
             true
         })
+    }
+
+    pub fn exit_pidfd(pid: c_int) -> Result<Option<OwnedFd>, UvError> {
+        if !watched_by_pidfd() {
+            return Ok(None);
+        }
+        // SAFETY: pidfd_open takes a pid and no flags; it returns a new close-on-exec descriptor
+        // or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            return Err(UvError(-errno.unwrap_or(libc::EIO)));
+        }
+        // SAFETY: a descriptor just made, owned by nobody else.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as c_int) }))
     }
 
     pub fn keeping_sigchld<R>(libuv_call: impl FnOnce() -> R) -> R {
@@ -66,36 +87,49 @@ mod imp {
         result
     }
 
-    pub fn reap_exited(uv_loop: &UvLoop) {
-        if uv_loop.is_closed() {
-            return;
-        }
-        // SAFETY: a live loop, on its own thread (the caller holds the GIL, which serialises
-        // the loop's use); libuv runs the exit callbacks of the children it reaps, as it does
-        // from its SIGCHLD handler's callback.
-        unsafe { uv__wait_children(uv_loop.as_ptr()) };
+    /// # Safety
+    /// `uv_loop` must be a live loop, used on this thread with the GIL held.
+    pub unsafe fn reap_exited(uv_loop: *mut sys::uv_loop_t) {
+        // SAFETY: per the contract; libuv runs the exit callbacks of the children it reaps, as
+        // it does from its SIGCHLD handler's callback.
+        unsafe { uv__wait_children(uv_loop) };
     }
 }
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
-    use super::UvLoop;
+    use std::os::fd::OwnedFd;
+    use std::os::raw::c_int;
+
+    use super::super::error::UvError;
+    use super::super::sys;
 
     pub fn watched_by_pidfd() -> bool {
         false
+    }
+
+    pub fn exit_pidfd(_pid: c_int) -> Result<Option<OwnedFd>, UvError> {
+        Ok(None)
     }
 
     pub fn keeping_sigchld<R>(libuv_call: impl FnOnce() -> R) -> R {
         libuv_call()
     }
 
-    pub fn reap_exited(_uv_loop: &UvLoop) {}
+    /// # Safety
+    /// Nothing to uphold: libuv reaps by itself here.
+    pub unsafe fn reap_exited(_uv_loop: *mut sys::uv_loop_t) {}
 }
 
-/// Whether children's exits must be watched through pidfds (and libuv asked to reap them with
-/// `reap_exited`), libuv's own SIGCHLD handler being kept out of the way.
+/// Whether children's exits are watched through pidfds, libuv's own SIGCHLD handler being kept
+/// out of the way.
 pub fn watched_by_pidfd() -> bool {
     imp::watched_by_pidfd()
+}
+
+/// A pidfd for the child `pid` (readable once it has exited) when exits are watched that way.
+pub fn exit_pidfd(pid: c_int) -> Result<Option<OwnedFd>, UvError> {
+    imp::exit_pidfd(pid)
 }
 
 /// Runs a libuv call that may install or remove libuv's SIGCHLD handler (`uv_spawn`, closing a
@@ -105,6 +139,31 @@ pub fn keeping_sigchld<R>(libuv_call: impl FnOnce() -> R) -> R {
 }
 
 /// Has libuv reap the loop's exited children and run their exit callbacks.
-pub fn reap_exited(uv_loop: &UvLoop) {
-    imp::reap_exited(uv_loop)
+///
+/// # Safety
+/// `uv_loop` must be a live loop, used on this thread with the GIL held.
+pub unsafe fn reap_exited(uv_loop: *mut sys::uv_loop_t) {
+    // SAFETY: per the contract.
+    unsafe { imp::reap_exited(uv_loop) }
+}
+
+/// Reaps the child `pid` once it exits, for a process handle closed before that (the loop
+/// closed): at once if it has exited, else from a thread waiting for it, as asyncio's child
+/// watcher thread outlives its loop, so that it does not stay a zombie.
+pub fn reap_when_exited(pid: c_int) {
+    // SAFETY: waitpid on one pid with a valid status pointer.
+    let reaped = unsafe { libc::waitpid(pid, &mut 0, libc::WNOHANG) };
+    if reaped != 0 {
+        return; // reaped now, or not a child (any more)
+    }
+    let waiter = std::thread::Builder::new()
+        .name(format!("uvloop-reap-{pid}"))
+        .spawn(move || {
+            // SAFETY: as above, blocking until the child exits.
+            while unsafe { libc::waitpid(pid, &mut 0, 0) } < 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+        });
+    // Without a thread (none can be started) the child stays a zombie until this process exits.
+    drop(waiter);
 }

@@ -6,6 +6,7 @@
 
 pub mod async_handle;
 pub mod child_exit;
+pub mod close_fds;
 pub mod error;
 pub mod event_loop;
 pub mod handle;

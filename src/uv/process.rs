@@ -1,15 +1,18 @@
 //! `uv_process_t`: a child started with `uv_spawn`, its exit reported by libuv (which reaps only
 //! its own children, by pid; see `child_exit` for how it learns of their exits).
 
+use std::cell::Cell;
 use std::ffi::CString;
 use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::raw::{c_char, c_int, c_uint};
 
 use pyo3::Python;
 
-use super::child_exit::keeping_sigchld;
+use super::child_exit::{exit_pidfd, keeping_sigchld, reap_exited, reap_when_exited};
+use super::close_fds::hidden_from_child;
 use super::error::UvError;
-use super::event_loop::{guard_callback, UvLoop};
+use super::event_loop::{guard_callback, status, UvLoop};
 use super::handle::{data_of, loop_of, Handle, LoopClose};
 use super::sys;
 
@@ -17,6 +20,8 @@ use super::sys;
 pub trait ProcessEvents: LoopClose {
     /// The child exited with `status`, or was killed by signal `signal` (non-zero).
     fn exited(&self, py: Python<'_>, status: i64, signal: c_int);
+    /// The child exited but its status was taken by another `waitpid` of this process.
+    fn status_lost(&self, py: Python<'_>);
 }
 
 /// What the child's descriptor `fd` is.
@@ -39,12 +44,41 @@ pub struct SpawnOptions {
     pub stdio: Vec<Stdio>,
     /// A new session (setsid).
     pub detached: bool,
+    /// Popen's `close_fds`: the child gets no descriptor above 2 but those `stdio` passes as
+    /// themselves (see `close_fds`).
+    pub close_fds: bool,
 }
 
 pub struct Process<D: ProcessEvents> {
+    /// Where exits are watched through pidfds: libuv polls the child's (closed before `handle`).
+    exit_poll: Option<Handle<sys::uv_poll_t, ExitPoll>>,
     /// Closed in Drop, with SIGCHLD's disposition kept (see `child_exit`).
-    handle: ManuallyDrop<Handle<sys::uv_process_t, D>>,
+    handle: ManuallyDrop<Handle<sys::uv_process_t, ProcessState<D>>>,
 }
+
+/// The process handle's state.
+struct ProcessState<D> {
+    events: D,
+    /// Whether libuv reported the exit.
+    exited: Cell<bool>,
+}
+
+impl<D: LoopClose> LoopClose for ProcessState<D> {
+    fn close_at_loop_close(&self, py: Python<'_>) {
+        self.events.close_at_loop_close(py);
+    }
+}
+
+/// The exit poll's state: the child's pidfd (closed with the poll handle) and its process handle,
+/// which outlives the poll handle.
+struct ExitPoll {
+    _pidfd: OwnedFd,
+    process: *mut sys::uv_process_t,
+}
+
+// SAFETY: the pointer is used only on the loop's thread with the GIL held, like every handle
+// (see `Handle`'s Send).
+unsafe impl Send for ExitPoll {}
 
 /// A NULL-terminated array of pointers into `strings`, for `char**` arguments.
 fn pointers(strings: &[CString]) -> Vec<*mut c_char> {
@@ -99,19 +133,67 @@ impl<D: ProcessEvents> Process<D> {
         let mut spawned = 0;
         // uv_spawn initialises the handle whether or not it succeeds, so it counts as the
         // handle's init (which never fails) and a failure closes the handle.
-        let handle = keeping_sigchld(|| {
-            Handle::new_owned(uv_loop, data, |uv_loop, raw| {
-                // SAFETY: `raw` is a zeroed uv_process_t in stable memory; every pointer in the
-                // options stays valid for the call (libuv copies what it keeps).
-                spawned = unsafe { sys::uv_spawn(uv_loop, raw, &raw_options) };
-                0
+        let spawn = || {
+            keeping_sigchld(|| {
+                let state = ProcessState {
+                    events: data,
+                    exited: Cell::new(false),
+                };
+                Handle::new_owned(uv_loop, state, |uv_loop, raw| {
+                    // SAFETY: `raw` is a zeroed uv_process_t in stable memory; every pointer in
+                    // the options stays valid for the call (libuv copies what it keeps).
+                    spawned = unsafe { sys::uv_spawn(uv_loop, raw, &raw_options) };
+                    0
+                })
             })
-        })?;
-        let process = Self {
+        };
+        let handle = if options.close_fds {
+            let passed = |fd: c_int| matches!(options.stdio.get(fd as usize), Some(Stdio::Inherit(same)) if *same == fd);
+            hidden_from_child(passed, spawn)??
+        } else {
+            spawn()?
+        };
+        let mut process = Self {
+            exit_poll: None,
             handle: ManuallyDrop::new(handle),
         };
         UvError::check(spawned)?;
+        match process.watch_exit(uv_loop) {
+            Ok(exit_poll) => process.exit_poll = exit_poll,
+            Err(err) => {
+                // Its exit could go unnoticed: the child is not kept.
+                let pid = process.pid();
+                let _ = process.kill(libc::SIGKILL); // it may have exited already
+                drop(process);
+                reap_when_exited(pid);
+                return Err(err);
+            }
+        }
         Ok(process)
+    }
+
+    /// Where exits are watched through pidfds: a poll handle on the child's.
+    fn watch_exit(
+        &self,
+        uv_loop: &UvLoop,
+    ) -> Result<Option<Handle<sys::uv_poll_t, ExitPoll>>, UvError> {
+        let Some(pidfd) = exit_pidfd(self.pid())? else {
+            return Ok(None);
+        };
+        let fd = pidfd.as_raw_fd();
+        let state = ExitPoll {
+            _pidfd: pidfd,
+            process: self.handle.as_ptr(),
+        };
+        let poll = Handle::new(uv_loop, state, |uv_loop, raw| {
+            // SAFETY: `raw` is a zeroed uv_poll_t in stable memory; the pidfd lives as long as
+            // the handle (it is closed with the handle's state).
+            unsafe { sys::uv_poll_init(uv_loop, raw, fd) }
+        })?;
+        let readable = sys::uv_poll_event_UV_READABLE as c_int;
+        // SAFETY: an open poll handle on a descriptor it owns.
+        status(unsafe { sys::uv_poll_start(poll.as_ptr(), readable, Some(child_exited::<D>)) })?;
+        Ok(Some(poll))
     }
 
     pub fn pid(&self) -> c_int {
@@ -128,6 +210,7 @@ impl<D: ProcessEvents> Process<D> {
 
 impl<D: ProcessEvents> Drop for Process<D> {
     fn drop(&mut self) {
+        drop(self.exit_poll.take());
         // SAFETY: the handle is dropped here only, once.
         keeping_sigchld(|| unsafe { ManuallyDrop::drop(&mut self.handle) });
     }
@@ -138,10 +221,54 @@ unsafe extern "C" fn exit_cb<D: ProcessEvents>(
     status: i64,
     signal: c_int,
 ) {
-    // SAFETY: libuv passes one of our spawned process handles, whose data is a D.
+    // SAFETY: libuv passes one of our spawned process handles, whose data is a ProcessState<D>.
     unsafe {
         guard_callback(loop_of(raw), |py| {
-            data_of::<_, D>(raw).exited(py, status, signal)
+            let state = data_of::<_, ProcessState<D>>(raw);
+            state.exited.set(true);
+            state.events.exited(py, status, signal);
+        });
+    }
+}
+
+/// Whether `pid` is still an unreaped child of this process.
+fn is_child(pid: c_int) -> bool {
+    // SAFETY: siginfo_t is plain C data, filled in by the kernel.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: waitid on one pid with a valid siginfo; WNOWAIT leaves the child as it is.
+    unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) == 0 }
+}
+
+/// The child's pidfd is readable: it has exited, and libuv reaps it.
+unsafe extern "C" fn child_exited<D: ProcessEvents>(
+    raw: *mut sys::uv_poll_t,
+    _status: c_int,
+    _events: c_int,
+) {
+    // SAFETY: libuv passes the live poll handle of an ExitPoll, whose process handle is open (it
+    // closes after the poll handle) and stays allocated until its close callback, which runs
+    // after this one even if the exit callback below closes it.
+    unsafe {
+        let uv_loop = loop_of(raw);
+        guard_callback(uv_loop, |py| {
+            // A pidfd stays readable once its process exited: one callback is enough.
+            sys::uv_poll_stop(raw);
+            let process = data_of::<_, ExitPoll>(raw).process;
+            reap_exited(uv_loop);
+            let state = data_of::<_, ProcessState<D>>(process);
+            if state.exited.get() {
+                return;
+            }
+            if is_child(sys::uv_process_get_pid(process)) {
+                // Not reaped after all (not expected of a readable pidfd): watch on.
+                let readable = sys::uv_poll_event_UV_READABLE as c_int;
+                sys::uv_poll_start(raw, readable, Some(child_exited::<D>));
+            } else {
+                // libuv's waitpid found no child: another waitpid of this process took it.
+                state.exited.set(true);
+                state.events.status_lost(py);
+            }
         });
     }
 }
@@ -151,12 +278,15 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
-    use crate::uv::child_exit::reap_exited;
     use crate::uv::{run_until, with_python, Recorder, Seen};
 
     impl ProcessEvents for Recorder {
         fn exited(&self, _py: Python<'_>, status: i64, signal: c_int) {
             self.note(format!("exited {status} {signal}"));
+        }
+
+        fn status_lost(&self, _py: Python<'_>) {
+            self.note("status lost".to_string());
         }
     }
 
@@ -171,6 +301,7 @@ mod tests {
             cwd: None,
             stdio: vec![Stdio::Ignore, Stdio::Ignore, Stdio::Inherit(2)],
             detached: false,
+            close_fds: true,
         }
     }
 
@@ -182,11 +313,7 @@ mod tests {
             let process =
                 Process::spawn(&uv, &shell("exit 3"), Recorder(seen.clone())).expect("spawn"); // ok: cfg(test) only
             assert!(process.pid() > 0);
-            // With libuv's SIGCHLD handler kept away (child_exit), exits are reaped on request.
-            assert!(run_until(py, &uv, || {
-                reap_exited(&uv);
-                !seen.events.borrow().is_empty()
-            }));
+            assert!(run_until(py, &uv, || !seen.events.borrow().is_empty()));
             assert_eq!(seen.events.borrow().as_slice(), ["exited 3 0"]);
             drop(process);
             assert!(run_until(py, &uv, || seen.dropped.get()));
@@ -203,13 +330,30 @@ mod tests {
             let process =
                 Process::spawn(&uv, &shell("sleep 30"), Recorder(seen.clone())).expect("spawn"); // ok: cfg(test) only
             process.kill(libc::SIGKILL).expect("kill"); // ok: cfg(test) only
-                                                        // With libuv's SIGCHLD handler kept away (child_exit), exits are reaped on request.
-            assert!(run_until(py, &uv, || {
-                reap_exited(&uv);
-                !seen.events.borrow().is_empty()
-            }));
+            assert!(run_until(py, &uv, || !seen.events.borrow().is_empty()));
             assert_eq!(seen.events.borrow().as_slice(), ["exited 0 9"]);
             drop(process);
+            uv.close(py);
+            assert!(uv.closed_cleanly());
+        });
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_exit_status_taken_elsewhere_is_reported_lost() {
+        with_python(|py| {
+            let uv = UvLoop::new().expect("loop"); // ok: cfg(test) only
+            let seen = Rc::new(Seen::default());
+            let process =
+                Process::spawn(&uv, &shell("exit 0"), Recorder(seen.clone())).expect("spawn"); // ok: cfg(test) only
+            let pid = process.pid();
+            // SAFETY: waits for this test's own child, as a stray os.waitpid would.
+            let reaped = unsafe { libc::waitpid(pid, &mut 0, 0) };
+            assert_eq!(reaped, pid);
+            assert!(run_until(py, &uv, || !seen.events.borrow().is_empty()));
+            assert_eq!(seen.events.borrow().as_slice(), ["status lost"]);
+            drop(process);
+            assert!(run_until(py, &uv, || seen.dropped.get()));
             uv.close(py);
             assert!(uv.closed_cleanly());
         });
