@@ -1010,9 +1010,14 @@ def test_exit_status_taken_by_another_waitpid(loop):
     assert (code, len(lost)) == ((255, 1) if taken else (0, 0))
 
 
-def test_child_running_when_the_loop_closes_is_reaped_after_its_exit(new_loop):
+def test_child_running_when_the_loop_closes_is_reaped_after_its_exit(new_loop, loop_kind):
     """The loop closes while its child still runs: once the child exits it is reaped, not left
-    a zombie (asyncio's watcher thread or pidfd outlives the loop the same way)."""
+    a zombie (as asyncio's watcher thread does, 3.9-3.11)."""
+    if loop_kind == "asyncio" and sys.version_info >= (3, 12):
+        pytest.xfail(
+            "asyncio 3.12+ watches the exit through a pidfd reader of the loop: once the loop is "
+            "closed the child stays a zombie and the pidfd open"
+        )
 
     async def start():
         proc = await asyncio.create_subprocess_exec(
