@@ -3,6 +3,7 @@
 
     python bench/ab.py --a before --b ours echo:buffered:1024
     python bench/ab.py --a before --b ours --pairs 20 micro:call_soon_batch micro:udp_echo_64
+    python bench/ab.py --a uvloop-0.23 --b ours --pairs 16 http:httptools-close
 
 The harnesses (bench/run.py, bench/echo/run.py) report medians over a few rounds with their
 range, which on these shared machines spreads 5-30%: too wide to tell a 3% difference. This
@@ -14,13 +15,17 @@ needs less (time per operation, or server CPU per request) than A.
 Cases: `echo:MODE:SIZE` is bench/echo/server.py in MODE (protocol, buffered, streams, sock)
 under bench/loadgen with --conns connections of SIZE-byte messages (server CPU µs per request,
 server on CPU 0, loadgen on CPU 1, 0.5 s warm-up and 2 s measured per run); `micro:CASE` is one
-case of bench/workloads.py on CPU 0 (its median time per operation over 5 timed runs).
+case of bench/workloads.py on CPU 0 (its median time per operation over 5 timed runs);
+`http:CASE` is one case of bench/http/run.py (a fresh server on CPU 0, wrk with 50 connections
+on CPU 1, 2 s warm-up, 5 s measured), reported twice from the same runs: server CPU µs per
+request and wrk's p99 latency. `--a native` is bench/loadgen's http-native there.
 
 The loops' virtualenvs must exist: bench/run.py makes them (`--before-commit COMMIT` builds
 `before` from any commit, so `--a before` can be this project at any revision).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -31,7 +36,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 LOADGEN = os.path.join(BENCH_DIR, "loadgen", "target", "release", "loadgen")
 ECHO_SERVER = os.path.join(BENCH_DIR, "echo", "server.py")
 WORKLOADS = os.path.join(BENCH_DIR, "workloads.py")
-LOOPS = ("asyncio", "uvloop-0.23", "rloop-0.5", "before", "ours")
+LOOPS = ("asyncio", "uvloop-0.23", "rloop-0.5", "before", "ours", "native")
 
 
 def echo_run(vpy, loop, mode, size, conns):
@@ -65,32 +70,55 @@ def micro_run(vpy, loop, case):
     return result["sec_per_op"] * 1e9
 
 
-def measure(case, vpy, loop, conns):
+def load_http():
+    """bench/http/run.py as a module (its server and wrk runs)."""
+    spec = importlib.util.spec_from_file_location("bench_http", os.path.join(BENCH_DIR, "http", "run.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def http_run(http, vpy, loop, case):
+    """Server CPU µs per request and p99 latency (ms) of one fresh server under wrk."""
+    settings = argparse.Namespace(server_cpu=0, client_cpu=1, conns=50, warmup=2, duration=5)
+    result, error = http.measure(settings, case, loop, vpy)
+    if error:
+        raise SystemExit(f"{loop}: {case}: {error}")
+    return {"µs/req": result["server_us_per_req"], "ms p99": result["p99_ms"]}
+
+
+def measure(case, vpy, loop, args):
+    """{unit: value} of one run (lower is better for each)."""
     kind, _, rest = case.partition(":")
     if kind == "echo":
         mode, _, size = rest.partition(":")
-        return echo_run(vpy, loop, mode, int(size or 1024), conns)
-    return micro_run(vpy, loop, rest)
+        return {"µs/req": echo_run(vpy, loop, mode, int(size or 1024), args.conns)}
+    if kind == "http":
+        return http_run(args.http, vpy, loop, rest)
+    return {"ns/op": micro_run(vpy, loop, rest)}
 
 
 def compare(case, args, vpys):
-    a, b, ratios, samples = args.a, args.b, [], {args.a: [], args.b: []}
+    a, b, samples = args.a, args.b, {args.a: [], args.b: []}
     for i in range(args.pairs):
-        got = {}
         for loop in ((a, b) if i % 2 == 0 else (b, a)):
-            got[loop] = measure(case, vpys[loop], loop, args.conns)
-            samples[loop].append(got[loop])
-        ratios.append(got[a] / got[b])
-        print(f"  pair {i + 1}/{args.pairs}: {a} {got[a]:.3f}, {b} {got[b]:.3f}", file=sys.stderr)
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
-    unit = "µs/req" if case.startswith("echo") else "ns/op"
-    return (f"| {case} | {statistics.median(samples[a]):.3f} {unit} | {statistics.median(samples[b]):.3f} {unit} "
-            f"| {statistics.median(ratios):.3f} | {q1:.3f}–{q3:.3f} |")
+            samples[loop].append(measure(case, vpys[loop], loop, args))
+        shown = ", ".join(f"{loop} " + " ".join(f"{v:.3f} {u}" for u, v in samples[loop][-1].items())
+                          for loop in (a, b))
+        print(f"  pair {i + 1}/{args.pairs}: {shown}", file=sys.stderr)
+    rows = []
+    for unit in samples[a][0]:
+        ratios = [x[unit] / y[unit] for x, y in zip(samples[a], samples[b])]
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        rows.append(f"| {case} | {statistics.median(x[unit] for x in samples[a]):.3f} {unit} "
+                    f"| {statistics.median(y[unit] for y in samples[b]):.3f} {unit} "
+                    f"| {statistics.median(ratios):.3f} | {q1:.3f}–{q3:.3f} |")
+    return "\n".join(rows)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cases", nargs="+", help="echo:MODE:SIZE or micro:CASE")
+    p.add_argument("cases", nargs="+", help="echo:MODE:SIZE, micro:CASE or http:CASE")
     p.add_argument("--a", default="before", choices=LOOPS, help="the reference loop (default before)")
     p.add_argument("--b", default="ours", choices=LOOPS, help="the loop compared to it (default ours)")
     p.add_argument("--pairs", type=int, default=12, help="alternating pairs of runs per case (default 12)")
@@ -101,15 +129,27 @@ def main():
         p.error("--pairs must be at least 4 (quartiles)")
     for case in args.cases:
         kind, _, rest = case.partition(":")
-        if kind not in ("echo", "micro") or not rest:
-            p.error(f"{case!r}: expected echo:MODE:SIZE or micro:CASE")
+        if kind not in ("echo", "micro", "http") or not rest:
+            p.error(f"{case!r}: expected echo:MODE:SIZE, micro:CASE or http:CASE")
+        if "native" in (args.a, args.b) and kind != "http":
+            p.error("native (bench/loadgen's http-native) runs the http cases only")
     vpys = {}
     for loop in (args.a, args.b):
+        if loop == "native":
+            vpys[loop] = None
+            continue
         vpys[loop] = os.path.join(args.venvs, loop, "bin", "python")
         if not os.path.exists(vpys[loop]):
             p.error(f"no venv for {loop} in {args.venvs}: run bench/run.py (with --before-commit for before) first")
     if any(c.startswith("echo") for c in args.cases) and not os.path.exists(LOADGEN):
         p.error("bench/loadgen is not built: run bench/echo/run.py once, or cargo build --release there")
+    args.http = load_http() if any(c.startswith("http") for c in args.cases) else None
+    if args.http:
+        for case in args.cases:
+            if case.startswith("http:") and case[5:] not in args.http.CASES:
+                p.error(f"{case!r}: bench/http/run.py has no case {case[5:]!r}")
+        if "native" in (args.a, args.b) and not os.path.exists(args.http.HTTP_NATIVE):
+            p.error("http-native is not built: run bench/http/run.py once, or cargo build --release in bench/loadgen")
     print(f"{args.pairs} alternating pairs per case; ratio = {args.a} / {args.b} (above 1.00: {args.b} needs less)\n")
     print(f"| case | {args.a} (median) | {args.b} (median) | ratio, median of pairs | interquartile range |")
     print("|---|---:|---:|---:|---:|")
