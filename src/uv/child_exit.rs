@@ -61,8 +61,7 @@ mod imp {
         // or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {
-            let errno = std::io::Error::last_os_error().raw_os_error();
-            return Err(UvError(-errno.unwrap_or(libc::EIO)));
+            return Err(std::io::Error::last_os_error().into());
         }
         // SAFETY: a descriptor just made, owned by nobody else.
         Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as c_int) }))

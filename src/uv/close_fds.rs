@@ -6,10 +6,9 @@
 //! close-on-exec, and put back afterwards. (Python opens its descriptors non-inheritable: the
 //! ones found here are the program's choice, `os.set_inheritable`, or what it was started with.)
 
+use std::io;
 use std::os::raw::c_int;
 use std::sync::Mutex;
-
-use super::error::UvError;
 
 /// Where the process's open descriptors are listed (on macOS /dev/fd lists them all; on the BSDs
 /// only with fdescfs mounted).
@@ -27,7 +26,7 @@ static SPAWN_LOCK: Mutex<()> = Mutex::new(());
 pub fn hidden_from_child<R>(
     passed: impl Fn(c_int) -> bool,
     spawn: impl FnOnce() -> R,
-) -> Result<R, UvError> {
+) -> io::Result<R> {
     let _lock = SPAWN_LOCK
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -43,7 +42,7 @@ pub fn hidden_from_child<R>(
 }
 
 /// The open descriptors above 2, not `passed`, that a child would inherit.
-fn inheritable_fds(passed: impl Fn(c_int) -> bool) -> Result<Vec<c_int>, UvError> {
+fn inheritable_fds(passed: impl Fn(c_int) -> bool) -> io::Result<Vec<c_int>> {
     Ok(listed_fds()?
         .into_iter()
         .filter(|&fd| fd > 2 && !passed(fd))
@@ -57,10 +56,9 @@ fn inheritable_fds(passed: impl Fn(c_int) -> bool) -> Result<Vec<c_int>, UvError
 
 /// The process's open descriptors (about 0.5 µs each on Linux, where the kernel makes a
 /// directory entry for each).
-fn listed_fds() -> Result<Vec<c_int>, UvError> {
+fn listed_fds() -> io::Result<Vec<c_int>> {
     // The listing's own descriptor is among them, closed by the time they are looked at.
-    Ok(std::fs::read_dir(FD_DIR)
-        .map_err(io_error)?
+    Ok(std::fs::read_dir(FD_DIR)?
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect())
 }
@@ -70,10 +68,6 @@ fn set_close_on_exec(fd: c_int, on: bool) {
     // SAFETY: sets the descriptor flags of a descriptor that was open when listed (FD_CLOEXEC is
     // the only one); were it closed meanwhile by another thread, the call fails harmlessly.
     unsafe { libc::fcntl(fd, libc::F_SETFD, flags) };
-}
-
-fn io_error(err: std::io::Error) -> UvError {
-    UvError(-err.raw_os_error().unwrap_or(libc::EIO))
 }
 
 #[cfg(test)]
@@ -95,7 +89,7 @@ mod tests {
             |fd| fd == passed,
             || (close_on_exec(passed), close_on_exec(other)),
         );
-        assert_eq!(during, Ok((false, true)));
+        assert_eq!(during.ok(), Some((false, true)));
         assert!(!close_on_exec(passed));
         assert!(!close_on_exec(other));
         // SAFETY: closes the pipe made above, once.

@@ -35,6 +35,12 @@ impl UvError {
     }
 }
 
+impl From<std::io::Error> for UvError {
+    fn from(err: std::io::Error) -> UvError {
+        UvError(-err.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
 impl From<UvError> for PyErr {
     /// `OSError(errno, strerror)`: CPython picks the matching subclass (ConnectionResetError, ...),
     /// and the message is the C library's, as `socket` gives it.
