@@ -32,6 +32,11 @@ impl<T: Copy> GilCell<T> {
     pub fn set(&self, _py: Python<'_>, value: T) {
         self.0.set(value)
     }
+
+    #[inline]
+    pub fn replace(&self, _py: Python<'_>, value: T) -> T {
+        self.0.replace(value)
+    }
 }
 
 /// A `RefCell` shared between threads under the protection of the GIL.

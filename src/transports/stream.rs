@@ -542,9 +542,7 @@ impl StreamCore {
     }
 
     fn on_read(slf: &Bound<'_, Self>, nread: isize) {
-        let received = slf.get().received.get(slf.py());
-        slf.get().received.set(slf.py(), None);
-        let nread = match received {
+        let nread = match slf.get().received.replace(slf.py(), None) {
             Some(own) if nread == sys::uv_errno_t_UV_ENOBUFS as isize => own,
             _ => nread,
         };

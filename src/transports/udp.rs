@@ -164,9 +164,7 @@ impl UdpEvents for UdpOwner {
 
     fn received(&self, py: Python<'_>, nread: isize, addr: *const libc::sockaddr) {
         let core = self.0.get();
-        let own = core.received.get(py);
-        core.received.set(py, None);
-        match own {
+        match core.received.replace(py, None) {
             Some((nread, sender)) if nread > 0 || (nread == 0 && sender.ss_family != 0) => {
                 let addr = (&raw const sender).cast::<libc::sockaddr>();
                 UdpCore::on_received(self.0.bind(py), nread, addr);

@@ -305,13 +305,18 @@ mod tests {
         }
     }
 
+    /// A new loop and a child running `script` whose events `Seen` records.
+    fn spawned(script: &str) -> (UvLoop, Rc<Seen>, Process<Recorder>) {
+        let uv = UvLoop::new().expect("loop"); // ok: cfg(test) only
+        let seen = Rc::new(Seen::default());
+        let process = Process::spawn(&uv, &shell(script), Recorder(seen.clone())).expect("spawn"); // ok: cfg(test) only
+        (uv, seen, process)
+    }
+
     #[test]
     fn spawn_exit_close() {
         with_python(|py| {
-            let uv = UvLoop::new().expect("loop"); // ok: cfg(test) only
-            let seen = Rc::new(Seen::default());
-            let process =
-                Process::spawn(&uv, &shell("exit 3"), Recorder(seen.clone())).expect("spawn"); // ok: cfg(test) only
+            let (uv, seen, process) = spawned("exit 3");
             assert!(process.pid() > 0);
             assert!(run_until(py, &uv, || !seen.events.borrow().is_empty()));
             assert_eq!(seen.events.borrow().as_slice(), ["exited 3 0"]);
@@ -325,10 +330,7 @@ mod tests {
     #[test]
     fn kill_reports_the_signal() {
         with_python(|py| {
-            let uv = UvLoop::new().expect("loop"); // ok: cfg(test) only
-            let seen = Rc::new(Seen::default());
-            let process =
-                Process::spawn(&uv, &shell("sleep 30"), Recorder(seen.clone())).expect("spawn"); // ok: cfg(test) only
+            let (uv, seen, process) = spawned("sleep 30");
             process.kill(libc::SIGKILL).expect("kill"); // ok: cfg(test) only
             assert!(run_until(py, &uv, || !seen.events.borrow().is_empty()));
             assert_eq!(seen.events.borrow().as_slice(), ["exited 0 9"]);
@@ -342,10 +344,7 @@ mod tests {
     #[test]
     fn an_exit_status_taken_elsewhere_is_reported_lost() {
         with_python(|py| {
-            let uv = UvLoop::new().expect("loop"); // ok: cfg(test) only
-            let seen = Rc::new(Seen::default());
-            let process =
-                Process::spawn(&uv, &shell("exit 0"), Recorder(seen.clone())).expect("spawn"); // ok: cfg(test) only
+            let (uv, seen, process) = spawned("exit 0");
             let pid = process.pid();
             // SAFETY: waits for this test's own child, as a stray os.waitpid would.
             let reaped = unsafe { libc::waitpid(pid, &mut 0, 0) };
